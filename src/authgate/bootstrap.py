@@ -1,0 +1,92 @@
+"""``authgate init``: a config file, a data directory, a pepper and a system principal.
+
+Running it again never overwrites a secret or a file; it reports what already exists.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from authgate.config import CONFIG_FILE, Settings, load_settings
+from authgate.identity.ids import Kind
+from authgate.wiring import PEPPER_BYTES, build_services
+
+SYSTEM_NAME = "system"
+
+
+@dataclass
+class InitReport:
+    """What init did and what it found."""
+
+    config: Path
+    created: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    principal_id: str | None = None
+    key: str | None = None
+
+
+def default_config_text() -> str:
+    """The commented default configuration."""
+    return resources.files("authgate").joinpath("default_config.toml").read_text("utf-8")
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> bool:
+    """Create ``path`` with ``mode``; False (and no change) when it already exists."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    return True
+
+
+def prepare_directory(directory: Path, environ: Mapping[str, str]) -> tuple[InitReport, Settings]:
+    """Create ``directory`` with a default config, a data directory and a pepper, keeping
+    whatever already exists."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / CONFIG_FILE
+    report = InitReport(config)
+    if _write_new(config, default_config_text().encode(), 0o644):
+        report.created.append(f"config {config}")
+    else:
+        report.existing.append(f"config {config} (kept as it is)")
+    settings = load_settings(config, environ)
+    pepper = settings.path(settings.identity.pepper_file)
+    pepper.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if _write_new(pepper, secrets.token_bytes(PEPPER_BYTES).hex().encode() + b"\n", 0o600):
+        report.created.append(f"pepper {pepper} (mode 600)")
+    else:
+        report.existing.append(f"pepper {pepper} (never overwritten)")
+    store_path = settings.path(settings.identity.sqlite_path)
+    if not store_path.exists():
+        report.created.append(f"identity store {store_path}")
+    return report, settings
+
+
+async def ensure_system_principal(settings: Settings, report: InitReport) -> None:
+    """Create a tier-5 ``sys_`` principal and its first key unless one exists."""
+    services = await build_services(settings)
+    try:
+        systems = [p for p in services.identity.principals() if p.kind is Kind.SYSTEM]
+        if systems:
+            names = ", ".join(f"{p.name} ({p.id})" for p in systems)
+            report.existing.append(
+                f"system principal {names}; its key was shown when it was created "
+                "(issue another with 'authgate key issue')"
+            )
+            return
+        principal = await services.identity.create_principal(Kind.SYSTEM, SYSTEM_NAME, 5)
+        issued = await services.identity.issue_key(principal.id, name="init")
+        report.created.append(f"system principal {principal.name} ({principal.id})")
+        report.principal_id = principal.id
+        report.key = issued.key
+    finally:
+        await services.close()

@@ -1,0 +1,269 @@
+"""The decision engine: request facts in, a Decision out, one audit event emitted.
+
+``decide`` is the glue of identity, policy, rate limiting and audit, and the hot path of the
+gateway: it does no I/O and no imports, and no exception escapes it. Its order is fixed:
+
+1. normalise the path (``malformed_request``);
+2. authenticate the credential — ``Authorization: Bearer <key>`` or ``X-API-Key`` — so an
+   unauthenticated caller learns nothing about the route table;
+3. match the route (``no_route``) and check tier and scopes;
+4. count the request against the principal's GCRA limit (per route where the rule says so).
+
+Anonymous callers (no credential at all) are denied unless ``allow_anonymous`` is set; then
+they are guests at tier 0, limited per client address.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import NamedTuple
+
+import msgspec
+
+from authgate.audit.event import AuditEvent, EventType, new_event_id
+from authgate.audit.sink import AuditSink
+from authgate.clock import NS_PER_S, Clock
+from authgate.errors import AuthenticationFailed, Reason
+from authgate.identity.directory import Directory
+from authgate.policy import Policy, check_access, normalize_path
+from authgate.ratelimit.gcra import Limit
+from authgate.ratelimit.local import LocalLimiter
+
+log = logging.getLogger(__name__)
+
+MAX_CREDENTIAL_LEN = 4096
+
+
+class Outcome(StrEnum):
+    """What to do with the request."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    STEP_UP = "step_up"
+
+
+class RateLimitState(NamedTuple):
+    """What the ``RateLimit-*`` and ``Retry-After`` headers report."""
+
+    limit: int
+    remaining: int
+    reset_ns: int
+    retry_after_ns: int
+    rate: int
+    window_s: int
+
+    @property
+    def reset_s(self) -> int:
+        """Seconds until the limit is back to full burst, rounded up."""
+        return -(-self.reset_ns // NS_PER_S)
+
+    @property
+    def retry_after_s(self) -> int:
+        """Seconds to wait before retrying, rounded up (0 when allowed)."""
+        return -(-self.retry_after_ns // NS_PER_S)
+
+
+_STATUS: dict[Reason, int] = {
+    Reason.OK: 200,
+    Reason.MALFORMED_REQUEST: 400,
+    Reason.INSUFFICIENT_TIER: 403,
+    Reason.MISSING_SCOPE: 403,
+    Reason.NO_ROUTE: 403,
+    Reason.RATE_LIMITED: 429,
+    Reason.INTERNAL_ERROR: 500,
+}
+_AUTHN_REASONS = frozenset(r for r in Reason if r not in _STATUS)
+
+
+def status_for(reason: Reason) -> int:
+    """The HTTP status a decision with ``reason`` answers with (401 for authentication)."""
+    return _STATUS.get(reason, 401)
+
+
+class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The verdict on one request."""
+
+    outcome: Outcome
+    reason: Reason
+    status: int
+    principal_id: str | None = None
+    key_id: str | None = None
+    tier_held: int | None = None
+    tier_required: int | None = None
+    scopes: frozenset[str] = frozenset()
+    route: str | None = None
+    upstream: str | None = None
+    ratelimit: RateLimitState | None = None
+
+    @property
+    def allowed(self) -> bool:
+        """True for ``allow``."""
+        return self.outcome is Outcome.ALLOW
+
+
+def _deny(
+    reason: Reason,
+    principal_id: str | None = None,
+    key_id: str | None = None,
+    tier_held: int | None = None,
+    tier_required: int | None = None,
+    route: str | None = None,
+) -> Decision:
+    return Decision(
+        outcome=Outcome.DENY,
+        reason=reason,
+        status=status_for(reason),
+        principal_id=principal_id,
+        key_id=key_id,
+        tier_held=tier_held,
+        tier_required=tier_required,
+        route=route,
+    )
+
+
+_MALFORMED_REQUEST = _deny(Reason.MALFORMED_REQUEST)
+
+
+class DecisionEngine:
+    """Decides requests against a directory, a policy and a limiter; audits each decision."""
+
+    def __init__(
+        self,
+        directory: Directory,
+        policy: Policy,
+        limiter: LocalLimiter,
+        sink: AuditSink,
+        clock: Clock,
+        *,
+        allow_anonymous: bool = False,
+    ) -> None:
+        self.directory = directory
+        self.policy = policy
+        self.limiter = limiter
+        self.sink = sink
+        self.clock = clock
+        self.allow_anonymous = allow_anonymous
+        self._limits = tuple(Limit.per_minute(t.requests_per_minute, t.burst) for t in policy.tiers)
+
+    def decide(
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        client: str = "",
+        request_id: str | None = None,
+    ) -> Decision:
+        """Decide one request. ``headers`` maps lower-case names to values. Never raises."""
+        started = time.perf_counter_ns()
+        now = self.clock.now_ns()
+        path = normalize_path(target)
+        try:
+            decision = (
+                _MALFORMED_REQUEST
+                if path is None
+                else self._decide(method, path, headers, client, now)
+            )
+        except Exception:  # a bug must not become a traceback on the wire
+            log.exception("decision failed")
+            decision = _deny(Reason.INTERNAL_ERROR)
+        self.sink.emit(
+            AuditEvent(
+                event_id=new_event_id(),
+                ts_ns=now,
+                type=_event_type(decision.reason),
+                action="decide",
+                outcome=decision.outcome.value,
+                reason=decision.reason.value,
+                principal=decision.principal_id,
+                key_id=decision.key_id,
+                tier_held=decision.tier_held,
+                tier_required=decision.tier_required,
+                route=decision.route,
+                method=method[:16],
+                path=(path or target)[:512],
+                status=decision.status,
+                request_id=request_id,
+                latency_us=(time.perf_counter_ns() - started) // 1000,
+            )
+        )
+        return decision
+
+    def _decide(
+        self, method: str, path: str, headers: Mapping[str, str], client: str, now: int
+    ) -> Decision:
+        credential = _credential(headers)
+        if isinstance(credential, Reason):
+            if credential is not Reason.MISSING_CREDENTIAL or not self.allow_anonymous:
+                return _deny(credential)
+            principal_id = key_id = None
+            tier, scopes, subject = 0, frozenset[str](), f"anon:{client}"
+        else:
+            try:
+                who = self.directory.authenticate_key(credential, now)
+            except AuthenticationFailed as exc:
+                return _deny(exc.reason)
+            principal_id = subject = who.principal.id
+            key_id = who.key.key_id
+            tier, scopes = who.tier, who.scopes
+        route = self.policy.match(method, path)
+        if route is None:
+            return _deny(Reason.NO_ROUTE, principal_id, key_id, tier)
+        verdict = check_access(route, tier, scopes)
+        if verdict is not Reason.OK:
+            return _deny(verdict, principal_id, key_id, tier, route.min_tier, route.name)
+        limit = self._limits[tier]
+        key = f"{subject}|{route.name}" if route.per_route else subject
+        result = self.limiter.hit(key, now, limit, route.cost)
+        state = RateLimitState(
+            limit.burst,
+            result.remaining,
+            result.reset_ns,
+            result.retry_after_ns,
+            limit.rate,
+            limit.period_s,
+        )
+        reason = Reason.OK if result.allowed else Reason.RATE_LIMITED
+        return Decision(
+            outcome=Outcome.ALLOW if result.allowed else Outcome.DENY,
+            reason=reason,
+            status=_STATUS[reason],
+            principal_id=principal_id,
+            key_id=key_id,
+            tier_held=tier,
+            tier_required=route.min_tier,
+            scopes=scopes,
+            route=route.name,
+            upstream=route.upstream,
+            ratelimit=state,
+        )
+
+
+def _credential(headers: Mapping[str, str]) -> str | Reason:
+    """The API key a request carries, or the reason it carries none usable."""
+    authorization = headers.get("authorization")
+    api_key = headers.get("x-api-key")
+    if authorization is None:
+        if api_key is None:
+            return Reason.MISSING_CREDENTIAL
+        value = api_key.strip()
+    else:
+        scheme, _, value = authorization.strip().partition(" ")
+        value = value.strip()
+        if scheme.lower() != "bearer" or not value:
+            return Reason.MALFORMED_CREDENTIAL
+        if api_key is not None and api_key.strip() != value:
+            return Reason.AMBIGUOUS_CREDENTIAL
+    if not value or len(value) > MAX_CREDENTIAL_LEN:
+        return Reason.MALFORMED_CREDENTIAL
+    return value
+
+
+def _event_type(reason: Reason) -> EventType:
+    if reason is Reason.RATE_LIMITED:
+        return EventType.RATELIMIT
+    if reason in _AUTHN_REASONS:
+        return EventType.AUTHN
+    return EventType.AUTHZ

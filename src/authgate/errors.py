@@ -1,0 +1,144 @@
+"""The error tree and the stable codes that HTTP answers, audit events and docs share.
+
+Every error authgate raises on purpose derives from :class:`AuthgateError` and carries a
+``code`` that never changes meaning::
+
+    AuthgateError                 code
+    ├── ConfigError               config_invalid      bad authgate.toml / AUTHGATE_* value
+    ├── InvalidRequest            invalid_request     bad input to the admin API or CLI
+    ├── NotFound                  not_found           no such principal / key
+    ├── Conflict                  conflict            already exists, or not allowed now
+    ├── AuthenticationFailed      authentication_failed   one opaque error for the caller;
+    │   └── LockedOut             locked_out          the precise reason goes to the audit log
+    ├── Forbidden                 forbidden
+    ├── RateLimited               rate_limited        carries retry_after (seconds)
+    ├── StoreUnavailable          store_unavailable
+    ├── AuditUnavailable          audit_unavailable
+    └── MissingExtra              missing_extra       an optional dependency is not installed
+
+:class:`Reason` lists the reason codes of decisions (``unknown_key``, ``insufficient_tier``,
+...). They are part of the audit contract and of ``authgate decide`` output.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why a decision came out the way it did. Values are stable contract strings."""
+
+    OK = "ok"
+    MISSING_CREDENTIAL = "missing_credential"
+    MALFORMED_CREDENTIAL = "malformed_credential"
+    AMBIGUOUS_CREDENTIAL = "ambiguous_credential"
+    UNKNOWN_KEY = "unknown_key"
+    INVALID_SECRET = "invalid_secret"
+    REVOKED_KEY = "revoked_key"
+    EXPIRED_KEY = "expired_key"
+    UNKNOWN_PRINCIPAL = "unknown_principal"
+    DISABLED_PRINCIPAL = "disabled_principal"
+    INSUFFICIENT_TIER = "insufficient_tier"
+    MISSING_SCOPE = "missing_scope"
+    RATE_LIMITED = "rate_limited"
+    NO_ROUTE = "no_route"
+    MALFORMED_REQUEST = "malformed_request"
+    INVALID_PASSWORD = "invalid_password"
+    LOCKED_OUT = "locked_out"
+    NO_PASSWORD = "no_password"
+    INTERNAL_ERROR = "internal_error"
+
+
+class AuthgateError(Exception):
+    """Root of every error authgate raises deliberately."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.code)
+        self.message = message or self.code
+
+
+class ConfigError(AuthgateError):
+    """The configuration is invalid; the message names the offending key."""
+
+    code = "config_invalid"
+
+
+class InvalidRequest(AuthgateError):
+    """Input to an admin operation is invalid."""
+
+    code = "invalid_request"
+
+
+class NotFound(AuthgateError):
+    """The named principal or key does not exist."""
+
+    code = "not_found"
+
+
+class Conflict(AuthgateError):
+    """The operation conflicts with existing state (duplicate name, revoked key, ...)."""
+
+    code = "conflict"
+
+
+class AuthenticationFailed(AuthgateError):
+    """Authentication failed. The caller only ever sees this opaque error; ``reason`` is for
+    the audit log and metrics."""
+
+    code = "authentication_failed"
+
+    def __init__(self, reason: Reason, message: str = "") -> None:
+        super().__init__(message or "authentication failed")
+        self.reason = reason
+
+
+class LockedOut(AuthenticationFailed):
+    """Too many failed attempts for this principal or client address."""
+
+    code = "locked_out"
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(Reason.LOCKED_OUT, "too many failed attempts")
+        self.retry_after = retry_after
+
+
+class Forbidden(AuthgateError):
+    """Authenticated, but not allowed."""
+
+    code = "forbidden"
+
+
+class RateLimited(AuthgateError):
+    """Over the rate limit; retry after ``retry_after`` seconds."""
+
+    code = "rate_limited"
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"rate limited; retry after {retry_after:.3f}s")
+        self.retry_after = retry_after
+
+
+class StoreUnavailable(AuthgateError):
+    """The identity store cannot be read or written."""
+
+    code = "store_unavailable"
+
+
+class AuditUnavailable(AuthgateError):
+    """The audit ledger cannot accept events (fail closed)."""
+
+    code = "audit_unavailable"
+
+
+class MissingExtra(AuthgateError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+    code = "missing_extra"
+
+    def __init__(self, extra: str, module: str) -> None:
+        super().__init__(
+            f"{module} is not installed; install it with: pip install 'authgate[{extra}]'"
+        )
+        self.extra = extra

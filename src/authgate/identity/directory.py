@@ -1,0 +1,99 @@
+"""The in-memory view of every principal and key: what the hot path reads.
+
+Lookups are dict reads; nothing here does I/O. :class:`~authgate.identity.service.
+IdentityService` keeps it in step with the store.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from authgate.errors import AuthenticationFailed, Reason
+from authgate.identity.keys import parse_key, secret_matches
+from authgate.identity.model import ApiKey, Principal, Snapshot
+
+
+class Authenticated(NamedTuple):
+    """Who a credential belongs to, and the tier and scopes it carries right now."""
+
+    principal: Principal
+    key: ApiKey
+    tier: int
+    scopes: frozenset[str]
+
+
+class Directory:
+    """Principals by id and name, keys by key id."""
+
+    def __init__(self, pepper: bytes) -> None:
+        self._pepper = pepper
+        self.principals: dict[str, Principal] = {}
+        self.by_name: dict[str, str] = {}
+        self.keys: dict[str, ApiKey] = {}
+        self._keys_of: dict[str, set[str]] = {}
+
+    def replace_all(self, snapshot: Snapshot) -> None:
+        """Load a store's snapshot, replacing whatever was here."""
+        self.principals.clear()
+        self.by_name.clear()
+        self.keys.clear()
+        self._keys_of.clear()
+        for principal in snapshot.principals:
+            self.put_principal(principal)
+        for key in snapshot.keys:
+            self.put_key(key)
+
+    def put_principal(self, principal: Principal) -> None:
+        """Add or replace a principal."""
+        old = self.principals.get(principal.id)
+        if old is not None and old.name != principal.name:
+            self.by_name.pop(old.name, None)
+        self.principals[principal.id] = principal
+        self.by_name[principal.name] = principal.id
+
+    def put_key(self, key: ApiKey) -> None:
+        """Add or replace a key."""
+        self.keys[key.key_id] = key
+        self._keys_of.setdefault(key.principal_id, set()).add(key.key_id)
+
+    def find(self, ref: str) -> Principal | None:
+        """A principal by id or by name."""
+        principal = self.principals.get(ref)
+        if principal is None:
+            pid = self.by_name.get(ref)
+            principal = self.principals.get(pid) if pid else None
+        return principal
+
+    def keys_of(self, principal_id: str) -> list[ApiKey]:
+        """The keys of one principal, oldest first."""
+        ids = self._keys_of.get(principal_id, ())
+        return sorted((self.keys[k] for k in ids), key=lambda k: (k.created_ns, k.key_id))
+
+    def authenticate_key(self, raw: str, now_ns: int) -> Authenticated:
+        """Check an API key; raise AuthenticationFailed with the precise reason otherwise.
+
+        The secret is compared before the key's state is revealed, so only the holder of a
+        key learns (through the audit log) that it was revoked or expired.
+        """
+        parsed = parse_key(raw)
+        if parsed is None:
+            raise AuthenticationFailed(Reason.MALFORMED_CREDENTIAL)
+        key = self.keys.get(parsed.key_id)
+        if key is None:
+            raise AuthenticationFailed(Reason.UNKNOWN_KEY)
+        if not secret_matches(self._pepper, parsed.secret, key.secret_hash):
+            raise AuthenticationFailed(Reason.INVALID_SECRET)
+        if key.revoked_ns is not None:
+            raise AuthenticationFailed(Reason.REVOKED_KEY)
+        if key.expires_ns is not None and now_ns >= key.expires_ns:
+            raise AuthenticationFailed(Reason.EXPIRED_KEY)
+        principal = self.principals.get(key.principal_id)
+        if principal is None:
+            raise AuthenticationFailed(Reason.UNKNOWN_PRINCIPAL)
+        if principal.disabled:
+            raise AuthenticationFailed(Reason.DISABLED_PRINCIPAL)
+        tier = principal.effective_tier(now_ns)
+        if key.tier is not None and key.tier < tier:
+            tier = key.tier
+        scopes = principal.scopes if key.scopes is None else principal.scopes & key.scopes
+        return Authenticated(principal, key, tier, scopes)

@@ -1,0 +1,1 @@
+"""Rate limiting: GCRA math (``gcra``) and limiters that keep its state."""
