@@ -213,6 +213,8 @@ class DecisionEngine:
             return _deny(Reason.NO_ROUTE, principal_id, key_id, tier)
         verdict = check_access(route, tier, scopes)
         if verdict is not Reason.OK:
+            if principal_id is None:  # a guest: authenticating is the way in, say so (401)
+                verdict = Reason.MISSING_CREDENTIAL
             return _deny(verdict, principal_id, key_id, tier, route.min_tier, route.name)
         limit = self._limits[tier]
         key = f"{subject}|{route.name}" if route.per_route else subject

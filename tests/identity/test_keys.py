@@ -68,9 +68,7 @@ def test_arbitrary_strings_never_parse_unless_checksummed(text: str) -> None:
     parsed = parse_key(text)
     if parsed is not None:  # only possible for a string with a correct checksum
         assert zlib.crc32(text[:-6].encode()) == int(
-            sum(
-                keys.BASE62.index(c) * 62**i for i, c in enumerate(reversed(text[-6:]))
-            )
+            sum(keys.BASE62.index(c) * 62**i for i, c in enumerate(reversed(text[-6:])))
         )
 
 

@@ -99,7 +99,7 @@ class SqliteIdentityStore:
                 db.execute("PRAGMA foreign_keys=ON")
                 db.execute("PRAGMA busy_timeout=5000")
                 _migrate(db)
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError) as exc:
                 raise StoreUnavailable(f"identity store {self.path}: {exc}") from None
             return db
 

@@ -1,0 +1,58 @@
+"""The ``authgate`` command: parse, call, print — the logic lives in the modules it calls."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import click
+
+from authgate.bootstrap import ensure_system_principal, prepare_directory
+from authgate.cli.common import Failure, out
+from authgate.cli.identity import key, principal
+from authgate.cli.policy import decide, policy
+from authgate.config import DEFAULT_DIR
+from authgate.errors import AuthgateError
+
+__all__ = ["main"]
+
+
+@click.group()
+@click.option(
+    "--config",
+    "-c",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file (default: $AUTHGATE_CONFIG, ./authgate.toml, ./.authgate/authgate.toml).",
+)
+@click.version_option(package_name="authgate")
+@click.pass_context
+def main(ctx: click.Context, config: Path | None) -> None:
+    """authgate: identity and API gateway for AI services."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DIR)
+def init(directory: Path) -> None:
+    """Create a config, a data directory, a pepper and a system principal in DIRECTORY."""
+    try:
+        report, settings = prepare_directory(directory, os.environ)
+        asyncio.run(ensure_system_principal(settings, report))
+    except AuthgateError as exc:
+        raise Failure(exc) from None
+    for line in report.created:
+        out.print(f"created   {line}")
+    for line in report.existing:
+        out.print(f"exists    {line}")
+    if report.key:
+        out.print()
+        out.print("System API key (tier 5). It is shown once and stored only as a hash:")
+        out.print(f"  {report.key}", markup=False)
+
+
+main.add_command(principal)
+main.add_command(key)
+main.add_command(policy)
+main.add_command(decide)
