@@ -75,7 +75,10 @@ _STATUS: dict[Reason, int] = {
     Reason.RATE_LIMITED: 429,
     Reason.INTERNAL_ERROR: 500,
 }
-_AUTHN_REASONS = frozenset(r for r in Reason if r not in _STATUS)
+_EVENT_TYPE: dict[Reason, EventType] = {
+    r: EventType.AUTHZ if r in _STATUS else EventType.AUTHN for r in Reason
+}
+_EVENT_TYPE[Reason.RATE_LIMITED] = EventType.RATELIMIT
 
 
 def status_for(reason: Reason) -> int:
@@ -83,8 +86,8 @@ def status_for(reason: Reason) -> int:
     return _STATUS.get(reason, 401)
 
 
-class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """The verdict on one request."""
+class Decision(msgspec.Struct, frozen=True, gc=False):
+    """The verdict on one request. Built positionally on the hot path (see AuditEvent)."""
 
     outcome: Outcome
     reason: Reason
@@ -113,17 +116,19 @@ def _deny(
     route: str | None = None,
 ) -> Decision:
     return Decision(
-        outcome=Outcome.DENY,
-        reason=reason,
-        status=status_for(reason),
-        principal_id=principal_id,
-        key_id=key_id,
-        tier_held=tier_held,
-        tier_required=tier_required,
-        route=route,
+        Outcome.DENY,
+        reason,
+        status_for(reason),
+        principal_id,
+        key_id,
+        tier_held,
+        tier_required,
+        _NO_SCOPES,
+        route,
     )
 
 
+_NO_SCOPES: frozenset[str] = frozenset()
 _MALFORMED_REQUEST = _deny(Reason.MALFORMED_REQUEST)
 
 
@@ -170,23 +175,24 @@ class DecisionEngine:
             log.exception("decision failed")
             decision = _deny(Reason.INTERNAL_ERROR)
         self.sink.emit(
-            AuditEvent(
-                event_id=new_event_id(),
-                ts_ns=now,
-                type=_event_type(decision.reason),
-                action="decide",
-                outcome=decision.outcome.value,
-                reason=decision.reason.value,
-                principal=decision.principal_id,
-                key_id=decision.key_id,
-                tier_held=decision.tier_held,
-                tier_required=decision.tier_required,
-                route=decision.route,
-                method=method[:16],
-                path=(path or target)[:512],
-                status=decision.status,
-                request_id=request_id,
-                latency_us=(time.perf_counter_ns() - started) // 1000,
+            AuditEvent(  # positional: see AuditEvent's docstring for why
+                new_event_id(),
+                now,
+                _EVENT_TYPE[decision.reason],
+                "decide",
+                decision.outcome,  # StrEnum members are str: no .value lookups
+                decision.reason,
+                decision.principal_id,
+                decision.key_id,
+                decision.tier_held,
+                decision.tier_required,
+                decision.route,
+                method[:16],
+                (path or target)[:512],
+                decision.status,
+                request_id,
+                None,
+                (time.perf_counter_ns() - started) // 1000,
             )
         )
         return decision
@@ -229,17 +235,17 @@ class DecisionEngine:
         )
         reason = Reason.OK if result.allowed else Reason.RATE_LIMITED
         return Decision(
-            outcome=Outcome.ALLOW if result.allowed else Outcome.DENY,
-            reason=reason,
-            status=_STATUS[reason],
-            principal_id=principal_id,
-            key_id=key_id,
-            tier_held=tier,
-            tier_required=route.min_tier,
-            scopes=scopes,
-            route=route.name,
-            upstream=route.upstream,
-            ratelimit=state,
+            Outcome.ALLOW if result.allowed else Outcome.DENY,
+            reason,
+            _STATUS[reason],
+            principal_id,
+            key_id,
+            tier,
+            route.min_tier,
+            scopes,
+            route.name,
+            route.upstream,
+            state,
         )
 
 
@@ -261,11 +267,3 @@ def _credential(headers: Mapping[str, str]) -> str | Reason:
     if not value or len(value) > MAX_CREDENTIAL_LEN:
         return Reason.MALFORMED_CREDENTIAL
     return value
-
-
-def _event_type(reason: Reason) -> EventType:
-    if reason is Reason.RATE_LIMITED:
-        return EventType.RATELIMIT
-    if reason in _AUTHN_REASONS:
-        return EventType.AUTHN
-    return EventType.AUTHZ

@@ -24,8 +24,14 @@ class EventType(StrEnum):
     SYSTEM = "system"
 
 
-class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """One audit record. ``event_id`` is 128 random bits; ``ts_ns`` is wall-clock ns."""
+class AuditEvent(msgspec.Struct, frozen=True, gc=False):
+    """One audit record. ``event_id`` is 128 bits (see ``new_event_id``); ``ts_ns`` is
+    wall-clock ns.
+
+    The hot path builds events positionally: with 17 fields, keyword construction costs
+    about 1 µs here and positional about 0.2 µs. ``details`` is None when empty, so that an
+    event allocates no dict it does not need.
+    """
 
     event_id: bytes
     ts_ns: int
@@ -44,9 +50,27 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     request_id: str | None = None
     correlation_id: str | None = None
     latency_us: int | None = None
-    details: dict[str, str] = msgspec.field(default_factory=dict)
+    details: dict[str, str] | None = None
 
 
-def new_event_id() -> bytes:
-    """128 random bits."""
-    return os.urandom(16)
+class _EventIds:
+    """128-bit event ids: 64 random bits per process, then a 64-bit counter.
+
+    Unique across processes with overwhelming probability and ordered within one; about
+    0.2 µs instead of the 1 µs of ``os.urandom(16)`` per event. A forked worker draws a new
+    random half so that its ids never repeat its parent's.
+    """
+
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        self.next = int.from_bytes(os.urandom(8), "big") << 64
+
+    def __call__(self) -> bytes:
+        self.next += 1
+        return self.next.to_bytes(16, "big")
+
+
+new_event_id = _EventIds()
+os.register_at_fork(after_in_child=new_event_id.reseed)
