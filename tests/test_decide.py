@@ -234,7 +234,7 @@ async def test_allow_carries_principal_route_and_rate_limit_state() -> None:
     ) == (2, 1, "chat", "default")
     rl = decision.ratelimit
     assert rl is not None
-    assert (rl.limit, rl.remaining, rl.rate) == (3, 1, 60)  # cost 2 of burst 3
+    assert (rl.limit.burst, rl.remaining, rl.limit.rate) == (3, 1, 60)  # cost 2 of burst 3
     assert rl.retry_after_s == 0
     denied = ask(bed, key, "POST", "/v1/chat/completions")
     assert denied.ratelimit is not None

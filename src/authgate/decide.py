@@ -19,17 +19,16 @@ import logging
 import time
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import NamedTuple
 
 import msgspec
 
 from authgate.audit.event import AuditEvent, EventType, new_event_id
 from authgate.audit.sink import AuditSink
-from authgate.clock import NS_PER_S, Clock
+from authgate.clock import Clock
 from authgate.errors import AuthenticationFailed, Reason
 from authgate.identity.directory import Directory
 from authgate.policy import Policy, check_access, normalize_path
-from authgate.ratelimit.gcra import Limit
+from authgate.ratelimit.gcra import GcraResult, Limit
 from authgate.ratelimit.local import LocalLimiter
 
 log = logging.getLogger(__name__)
@@ -43,27 +42,6 @@ class Outcome(StrEnum):
     ALLOW = "allow"
     DENY = "deny"
     STEP_UP = "step_up"
-
-
-class RateLimitState(NamedTuple):
-    """What the ``RateLimit-*`` and ``Retry-After`` headers report."""
-
-    limit: int
-    remaining: int
-    reset_ns: int
-    retry_after_ns: int
-    rate: int
-    window_s: int
-
-    @property
-    def reset_s(self) -> int:
-        """Seconds until the limit is back to full burst, rounded up."""
-        return -(-self.reset_ns // NS_PER_S)
-
-    @property
-    def retry_after_s(self) -> int:
-        """Seconds to wait before retrying, rounded up (0 when allowed)."""
-        return -(-self.retry_after_ns // NS_PER_S)
 
 
 _STATUS: dict[Reason, int] = {
@@ -99,7 +77,7 @@ class Decision(msgspec.Struct, frozen=True, gc=False):
     scopes: frozenset[str] = frozenset()
     route: str | None = None
     upstream: str | None = None
-    ratelimit: RateLimitState | None = None
+    ratelimit: GcraResult | None = None
 
     @property
     def allowed(self) -> bool:
@@ -200,12 +178,20 @@ class DecisionEngine:
     def _decide(
         self, method: str, path: str, headers: Mapping[str, str], client: str, now: int
     ) -> Decision:
-        credential = _credential(headers)
+        authorization = headers.get("authorization")
+        credential: str | Reason
+        if authorization is None:
+            api_key = headers.get("x-api-key")
+            credential = Reason.MISSING_CREDENTIAL if api_key is None else api_key.strip()
+        else:
+            credential = _bearer(authorization, headers.get("x-api-key"))
+        if not credential or len(credential) > MAX_CREDENTIAL_LEN:
+            credential = Reason.MALFORMED_CREDENTIAL
         if isinstance(credential, Reason):
             if credential is not Reason.MISSING_CREDENTIAL or not self.allow_anonymous:
                 return _deny(credential)
             principal_id = key_id = None
-            tier, scopes, subject = 0, frozenset[str](), f"anon:{client}"
+            tier, scopes, subject = 0, _NO_SCOPES, f"anon:{client}"
         else:
             try:
                 who = self.directory.authenticate_key(credential, now)
@@ -225,14 +211,6 @@ class DecisionEngine:
         limit = self._limits[tier]
         key = f"{subject}|{route.name}" if route.per_route else subject
         result = self.limiter.hit(key, now, limit, route.cost)
-        state = RateLimitState(
-            limit.burst,
-            result.remaining,
-            result.reset_ns,
-            result.retry_after_ns,
-            limit.rate,
-            limit.period_s,
-        )
         reason = Reason.OK if result.allowed else Reason.RATE_LIMITED
         return Decision(
             Outcome.ALLOW if result.allowed else Outcome.DENY,
@@ -245,25 +223,16 @@ class DecisionEngine:
             scopes,
             route.name,
             route.upstream,
-            state,
+            result,
         )
 
 
-def _credential(headers: Mapping[str, str]) -> str | Reason:
-    """The API key a request carries, or the reason it carries none usable."""
-    authorization = headers.get("authorization")
-    api_key = headers.get("x-api-key")
-    if authorization is None:
-        if api_key is None:
-            return Reason.MISSING_CREDENTIAL
-        value = api_key.strip()
-    else:
-        scheme, _, value = authorization.strip().partition(" ")
-        value = value.strip()
-        if scheme.lower() != "bearer" or not value:
-            return Reason.MALFORMED_CREDENTIAL
-        if api_key is not None and api_key.strip() != value:
-            return Reason.AMBIGUOUS_CREDENTIAL
-    if not value or len(value) > MAX_CREDENTIAL_LEN:
+def _bearer(authorization: str, api_key: str | None) -> str | Reason:
+    """The key in ``Authorization: Bearer <key>``, checked against any ``X-API-Key``."""
+    scheme, _, value = authorization.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value:
         return Reason.MALFORMED_CREDENTIAL
+    if api_key is not None and api_key.strip() != value:
+        return Reason.AMBIGUOUS_CREDENTIAL
     return value

@@ -179,13 +179,13 @@ async def test_a_cached_key_still_sees_revocation_expiry_and_disable(bed: Harnes
     b = await bed.identity.issue_key(p.id)
     assert Reason.OK == reason_of(bed, a.key) == reason_of(bed, b.key)  # both now cached
     await bed.identity.revoke_key(b.record.key_id)
-    assert Reason.REVOKED_KEY == reason_of(bed, b.key)
+    assert reason_of(bed, b.key) == Reason.REVOKED_KEY
     bed.clock.advance(10)
-    assert Reason.EXPIRED_KEY == reason_of(bed, a.key)
+    assert reason_of(bed, a.key) == Reason.EXPIRED_KEY
     c = await bed.identity.issue_key(p.id)
-    assert Reason.OK == reason_of(bed, c.key)
+    assert reason_of(bed, c.key) == Reason.OK
     await bed.identity.set_disabled(p.id, True)
-    assert Reason.DISABLED_PRINCIPAL == reason_of(bed, c.key)
+    assert reason_of(bed, c.key) == Reason.DISABLED_PRINCIPAL
 
 
 async def test_the_verified_cache_is_bounded_and_exact(bed: Harness) -> None:
@@ -193,8 +193,8 @@ async def test_the_verified_cache_is_bounded_and_exact(bed: Harness) -> None:
     p = await bed.identity.create_principal(Kind.USER, "u", 1)
     issued = [await bed.identity.issue_key(p.id) for _ in range(10)]
     for key in issued:
-        assert Reason.OK == reason_of(bed, key.key)
+        assert reason_of(bed, key.key) == Reason.OK
         assert len(bed.identity.directory._verified) <= 3
     # a near-miss of a cached key is not a hit: it goes through the full check
     near = issued[-1].key[:-1] + ("0" if issued[-1].key[-1] != "0" else "1")
-    assert Reason.MALFORMED_CREDENTIAL == reason_of(bed, near)
+    assert reason_of(bed, near) == Reason.MALFORMED_CREDENTIAL

@@ -152,7 +152,8 @@ def decide(
     if decision.ratelimit is not None:
         rl = decision.ratelimit
         view["ratelimit"] = {
-            "limit": rl.limit,
+            "limit": rl.limit.burst,
+            "rate_per_minute": rl.limit.rate,
             "remaining": rl.remaining,
             "reset_s": rl.reset_s,
             "retry_after_s": rl.retry_after_s,

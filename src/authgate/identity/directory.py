@@ -110,7 +110,11 @@ class Directory:
             raise AuthenticationFailed(Reason.UNKNOWN_PRINCIPAL)
         if principal.disabled:
             raise AuthenticationFailed(Reason.DISABLED_PRINCIPAL)
-        tier = principal.effective_tier(now_ns)
+        tier = (
+            principal.tier
+            if principal.elevated_until_ns is None
+            else principal.effective_tier(now_ns)
+        )
         if key.tier is not None and key.tier < tier:
             tier = key.tier
         scopes = principal.scopes if key.scopes is None else principal.scopes & key.scopes

@@ -29,11 +29,12 @@ class Limit(NamedTuple):
 
 
 class GcraResult(NamedTuple):
-    """The outcome of one GCRA step.
+    """The outcome of one GCRA step, and what the ``RateLimit-*`` headers report.
 
     ``tat`` is the new state when allowed (unchanged otherwise); ``remaining`` is how many
-    more unit-cost requests would pass right now; ``reset_ns`` is when the limiter is back
-    to full burst; ``retry_after_ns`` is when this request would pass (0 if it did).
+    more unit-cost requests would pass right now; ``reset_ns`` is how long until the
+    limiter is back to full burst; ``retry_after_ns`` how long until this request would
+    pass (0 if it did); ``limit`` is the limit it was checked against.
     """
 
     allowed: bool
@@ -41,6 +42,17 @@ class GcraResult(NamedTuple):
     remaining: int
     reset_ns: int
     retry_after_ns: int
+    limit: Limit
+
+    @property
+    def reset_s(self) -> int:
+        """Seconds until the limit is back to full burst, rounded up."""
+        return -(-self.reset_ns // 1_000_000_000)
+
+    @property
+    def retry_after_s(self) -> int:
+        """Seconds to wait before retrying, rounded up (0 when allowed)."""
+        return -(-self.retry_after_ns // 1_000_000_000)
 
 
 def gcra(tat: int, now: int, limit: Limit, cost: int = 1) -> GcraResult:
@@ -52,5 +64,9 @@ def gcra(tat: int, now: int, limit: Limit, cost: int = 1) -> GcraResult:
     allow_at = new_tat - tolerance
     if now < allow_at:
         backlog = base - now
-        return GcraResult(False, tat, (tolerance - backlog) // emission, backlog, allow_at - now)
-    return GcraResult(True, new_tat, (tolerance - (new_tat - now)) // emission, new_tat - now, 0)
+        return GcraResult(
+            False, tat, (tolerance - backlog) // emission, backlog, allow_at - now, limit
+        )
+    return GcraResult(
+        True, new_tat, (tolerance - (new_tat - now)) // emission, new_tat - now, 0, limit
+    )
