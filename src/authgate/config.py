@@ -11,6 +11,7 @@ TOML literals (``3``, ``true``, ``["a", "b"]``) and fall back to a plain string.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
@@ -106,11 +107,39 @@ class RateLimit(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     sweep_interval_s: PositiveSeconds = 10.0
 
 
+class Server(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The data plane: where it listens and what it tolerates."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
+    workers: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=256, le=1 << 20)] = 16384
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 34)] = 1 << 20
+    idle_timeout_s: PositiveSeconds = 60.0
+    header_timeout_s: PositiveSeconds = 10.0
+    body_timeout_s: PositiveSeconds = 30.0
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10000
+    shutdown_grace_s: PositiveSeconds = 10.0
+    trusted_proxies: tuple[str, ...] = ()
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
+class Control(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The control plane (admin API): loopback unless told otherwise."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8081
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """All of authgate's settings. Relative paths are resolved against ``base_dir``."""
 
     base_dir: str = "."
     allow_anonymous: bool = False
+    server: Server = msgspec.field(default_factory=Server)
+    control: Control = msgspec.field(default_factory=Control)
     identity: Identity = msgspec.field(default_factory=Identity)
     passwords: Passwords = msgspec.field(default_factory=Passwords)
     ratelimit: RateLimit = msgspec.field(default_factory=RateLimit)
@@ -258,6 +287,16 @@ def _check_consistency(settings: Settings) -> None:
     names = [t.name for t in settings.tiers]
     if len(set(names)) != len(names):
         raise ConfigError("invalid setting 'tiers': tier names must be unique")
+    for i, network in enumerate(settings.server.trusted_proxies):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"invalid setting 'server.trusted_proxies[{i}]': {network!r} is not an "
+                "address or CIDR network"
+            ) from None
+    if (settings.server.tls_cert is None) != (settings.server.tls_key is None):
+        raise ConfigError("invalid setting 'server.tls_cert': tls_cert and tls_key go together")
     seen: set[str] = set()
     for i, route in enumerate(settings.routes):
         if route.name in seen:

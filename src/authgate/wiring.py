@@ -37,6 +37,10 @@ class Services:
         """Release the store and thread pools."""
         await self.identity.close()
 
+    def readiness(self) -> dict[str, bool]:
+        """Named readiness checks for ``/readyz``."""
+        return {"identity_loaded": self.identity.loaded, "audit_sink": True}
+
 
 def read_pepper(path: Path) -> bytes:
     """Read the server pepper; ConfigError when it is missing, short or readable by others."""

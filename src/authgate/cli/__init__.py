@@ -7,13 +7,16 @@ import os
 from pathlib import Path
 
 import click
+import msgspec
 
 from authgate.bootstrap import ensure_system_principal, prepare_directory
-from authgate.cli.common import Failure, out
+from authgate.cli.common import Failure, out, settings_of
 from authgate.cli.identity import key, principal
 from authgate.cli.policy import decide, policy
 from authgate.config import DEFAULT_DIR
 from authgate.errors import AuthgateError
+from authgate.serve import Running
+from authgate.serve import run as run_server
 
 __all__ = ["main"]
 
@@ -50,6 +53,36 @@ def init(directory: Path) -> None:
         out.print()
         out.print("System API key (tier 5). It is shown once and stored only as a hash:")
         out.print(f"  {report.key}", markup=False)
+
+
+@main.command()
+@click.option("--host", help="Data-plane address (default: server.host).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Data-plane port (server.port).")
+@click.option("--workers", type=click.IntRange(1, 256), help="Processes (server.workers).")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None) -> None:
+    """Run the gateway: data plane and control plane, until SIGTERM or Ctrl-C."""
+    settings = settings_of(ctx)
+    changes = {k: v for k, v in (("host", host), ("port", port), ("workers", workers)) if v}
+    if changes:
+        settings = msgspec.structs.replace(
+            settings, server=msgspec.structs.replace(settings.server, **changes)
+        )
+
+    def ready(running: Running) -> None:
+        control = running.control
+        where = f"; admin API on http://{settings.control.host}:{control.port}" if control else ""
+        out.print(
+            f"authgate serving on http://{settings.server.host}:{running.data_port}{where}",
+            markup=False,
+        )
+
+    try:
+        run_server(settings, on_ready=ready)
+    except AuthgateError as exc:
+        raise Failure(exc) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot start: {exc}") from None
 
 
 main.add_command(principal)

@@ -45,6 +45,7 @@ class Directory:
     def replace_all(self, snapshot: Snapshot) -> None:
         """Load a store's snapshot, replacing whatever was here."""
         self.principals.clear()
+        self._verified.clear()
         self.by_name.clear()
         self.keys.clear()
         self._keys_of.clear()
@@ -100,7 +101,9 @@ class Directory:
         key learns (through the audit log) that it was revoked or expired.
         """
         key_id = self._verified.get(raw)
-        key = self.keys[key_id] if key_id is not None else self._check_secret(raw)
+        key = self.keys.get(key_id) if key_id is not None else None
+        if key is None:
+            key = self._check_secret(raw)
         if key.revoked_ns is not None:
             raise AuthenticationFailed(Reason.REVOKED_KEY)
         if key.expires_ns is not None and now_ns >= key.expires_ns:

@@ -69,6 +69,8 @@ class IdentityService:
         self.directory = Directory(pepper)
         self._pepper = pepper
         self.hasher = PasswordHasher(passwords)
+        self.loaded = False
+        self._version = 0
         self.lockout = Lockout(
             passwords.max_failures, passwords.failure_window_s, passwords.lockout_s
         )
@@ -76,7 +78,18 @@ class IdentityService:
     async def start(self) -> None:
         """Open the store and load everything into memory."""
         await self.store.open()
+        self._version = await self.store.version()
         self.directory.replace_all(await self.store.load())
+        self.loaded = True
+
+    async def reload_if_changed(self) -> bool:
+        """Reload from the store when another process changed it; True if it did."""
+        version = await self.store.version()
+        if version == self._version:
+            return False
+        self._version = version
+        self.directory.replace_all(await self.store.load())
+        return True
 
     async def close(self) -> None:
         """Close the store and the password thread pool."""

@@ -209,6 +209,10 @@ class SqliteIdentityStore:
 
         await self._run(put)
 
+    async def version(self) -> int:
+        """SQLite's ``data_version``: it changes when another connection commits."""
+        return await self._run(lambda db: int(db.execute("PRAGMA data_version").fetchone()[0]))
+
 
 class _transaction:
     """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error (autocommit connection)."""

@@ -36,6 +36,10 @@ class IdentityStore(Protocol):
         """Insert or replace keys in one transaction."""
         ...
 
+    async def version(self) -> int:
+        """A number that changes when another process has changed the store."""
+        ...
+
 
 class MemoryIdentityStore:
     """An IdentityStore that keeps everything in dicts: for tests and benchmarks."""
@@ -68,3 +72,7 @@ class MemoryIdentityStore:
         for key in keys:
             self.keys[key.key_id] = key
         self.writes += 1
+
+    async def version(self) -> int:
+        """Nobody else writes to a memory store."""
+        return 0

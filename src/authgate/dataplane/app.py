@@ -1,0 +1,33 @@
+"""The data plane's routes: forward-auth, health and readiness."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from authgate.dataplane.forward_auth import PREFIX, ForwardAuth
+from authgate.dataplane.http import Request, Response, json_response
+from authgate.dataplane.router import Router
+from authgate.decide import DecisionEngine
+
+
+def build_router(engine: DecisionEngine, ready: Callable[[], dict[str, bool]]) -> Router:
+    """Routes for ``authgate serve``: ``/v1/authorize[/...]``, ``/healthz``, ``/readyz``.
+
+    ``ready`` returns named checks; ``/readyz`` is 200 when all pass, 503 otherwise.
+    """
+    router = Router()
+    authorize = ForwardAuth(engine)
+    router.add(PREFIX, authorize)
+    router.add_prefix(PREFIX + "/", authorize)
+
+    def healthz(request: Request) -> Response:
+        return json_response(200, {"status": "ok"})
+
+    def readyz(request: Request) -> Response:
+        checks = ready()
+        ok = all(checks.values())
+        return json_response(200 if ok else 503, {"ready": ok, "checks": checks})
+
+    router.add("/healthz", healthz)
+    router.add("/readyz", readyz)
+    return router

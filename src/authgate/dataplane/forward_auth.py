@@ -1,0 +1,104 @@
+"""Forward-auth: nginx ``auth_request``, Traefik ForwardAuth, Envoy ``ext_authz``.
+
+The original request is read from, in order:
+
+1. ``X-Forwarded-Method`` / ``X-Forwarded-Uri`` (Traefik) or ``X-Original-Method`` /
+   ``X-Original-URI`` (nginx) — only when the sender is a configured trusted proxy;
+2. the path after the endpoint's prefix, with this request's method (Envoy ``ext_authz``
+   with ``path_prefix``): ``GET /v1/authorize/v1/models`` decides ``GET /v1/models``.
+
+Headers of an untrusted sender are ignored, never believed. Allow is 200 with identity and
+``RateLimit-*`` headers; deny is 401 (with ``WWW-Authenticate``), 403, 429 (with
+``Retry-After``) or 400, with a small JSON body holding a stable code and the request id —
+the precise reason goes to the audit event only.
+"""
+
+from __future__ import annotations
+
+from authgate.dataplane.http import Request, Response, error_response
+from authgate.decide import Decision, DecisionEngine
+from authgate.errors import Reason
+
+PREFIX = "/v1/authorize"
+
+_CODES = {400: "invalid_request", 401: "authentication_failed", 403: "forbidden"}
+_CODES.update({429: "rate_limited", 500: "internal_error"})
+_CHALLENGE = 'Bearer realm="authgate"'
+_INVALID = 'Bearer realm="authgate", error="invalid_token"'
+_INVALID_REQUEST = 'Bearer realm="authgate", error="invalid_request"'
+
+
+def original_request(request: Request) -> tuple[str, str]:
+    """The method and target the caller is asking about."""
+    headers = request.headers
+    if request.trusted:
+        uri = headers.get("x-forwarded-uri") or headers.get("x-original-uri")
+        if uri is not None:
+            method = headers.get("x-forwarded-method") or headers.get("x-original-method")
+            return (method or request.method).upper(), uri
+    target = request.target
+    rest = target[len(PREFIX) :] if target.startswith(PREFIX) else ""
+    if not rest or rest[0] == "?":
+        rest = "/" + rest
+    return request.method, rest
+
+
+def client_address(request: Request) -> str:
+    """The client: the peer, or for a trusted proxy the last X-Forwarded-For hop it added."""
+    if request.trusted:
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded:
+            return forwarded.rsplit(",", 1)[-1].strip()[:64]
+    return request.peer
+
+
+class ForwardAuth:
+    """The ``/v1/authorize`` handler over a decision engine."""
+
+    def __init__(self, engine: DecisionEngine) -> None:
+        self.engine = engine
+
+    def __call__(self, request: Request) -> Response:
+        """Decide the original request and answer as the proxies expect."""
+        method, target = original_request(request)
+        decision = self.engine.decide(
+            method, target, request.headers, client_address(request), request.request_id
+        )
+        return answer(decision, request.request_id)
+
+
+def answer(decision: Decision, request_id: str) -> Response:
+    """The HTTP answer for a decision."""
+    headers: list[tuple[str, str]] = []
+    rl = decision.ratelimit
+    if rl is not None:
+        headers += [
+            ("ratelimit-limit", str(rl.limit.burst)),
+            ("ratelimit-remaining", str(rl.remaining)),
+            ("ratelimit-reset", str(rl.reset_s)),
+            ("ratelimit-policy", f"{rl.limit.rate};w={rl.limit.period_s};burst={rl.limit.burst}"),
+        ]
+    status = decision.status
+    if decision.allowed:
+        headers += [
+            ("x-auth-principal", decision.principal_id or "anonymous"),
+            ("x-auth-tier", str(decision.tier_held)),
+            ("x-auth-scopes", " ".join(sorted(decision.scopes))),
+        ]
+        if decision.key_id is not None:
+            headers.append(("x-auth-key-id", decision.key_id))
+        return Response(200, headers)
+    if status == 401:
+        reason = decision.reason
+        if reason is Reason.MISSING_CREDENTIAL:
+            challenge = _CHALLENGE
+        elif reason in (Reason.MALFORMED_CREDENTIAL, Reason.AMBIGUOUS_CREDENTIAL):
+            challenge = _INVALID_REQUEST
+        else:
+            challenge = _INVALID
+        headers.append(("www-authenticate", challenge))
+    elif status == 429 and rl is not None:
+        headers.append(("retry-after", str(max(1, rl.retry_after_s))))
+    response = error_response(status, _CODES.get(status, "forbidden"), request_id)
+    response.headers += headers
+    return response

@@ -1,0 +1,162 @@
+"""Requests, responses and their wire format: the data plane's vocabulary, no I/O."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+
+import msgspec
+
+REASONS = {
+    100: "Continue",
+    200: "OK",
+    204: "No Content",
+    304: "Not Modified",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    417: "Expectation Failed",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class Request:
+    """One parsed request. ``headers`` maps lower-case names to values (repeats joined by
+    ``, ``); ``trusted`` says whether the peer is a configured trusted proxy."""
+
+    __slots__ = (
+        "body",
+        "headers",
+        "keep_alive",
+        "method",
+        "peer",
+        "request_id",
+        "target",
+        "trusted",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes,
+        version: str,
+        keep_alive: bool,
+        peer: str,
+        trusted: bool,
+        request_id: str,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+        self.version = version
+        self.keep_alive = keep_alive
+        self.peer = peer
+        self.trusted = trusted
+        self.request_id = request_id
+
+
+class Response:
+    """A complete response. Content-Length, Date, Connection and X-Request-Id are added by
+    the server."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes = b"") -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+Handler = Callable[[Request], "Response | Awaitable[Response]"]
+
+_json = msgspec.json.Encoder()
+
+
+def json_response(
+    status: int, payload: object, headers: list[tuple[str, str]] | None = None
+) -> Response:
+    """A JSON response."""
+    return Response(
+        status, [("content-type", "application/json"), *(headers or ())], _json.encode(payload)
+    )
+
+
+def error_response(status: int, code: str, request_id: str) -> Response:
+    """The small JSON body every error carries: a stable code and the request id."""
+    return json_response(status, {"error": code, "request_id": request_id})
+
+
+class RequestIds:
+    """Request ids: a random per-process prefix and a counter, 0.1 µs each."""
+
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        """Draw a new prefix (after fork)."""
+        self.prefix = os.urandom(6).hex() + "-"
+        self.count = 0
+
+    def new(self) -> str:
+        """A fresh id."""
+        self.count += 1
+        return f"{self.prefix}{self.count:x}"
+
+    @staticmethod
+    def acceptable(value: str) -> bool:
+        """Whether a client-supplied id is well-formed enough to reuse."""
+        return _REQUEST_ID.fullmatch(value) is not None
+
+
+class DateHeader:
+    """The ``Date`` value, formatted once a second instead of once a request."""
+
+    def __init__(self) -> None:
+        self.second = 0
+        self.value = ""
+
+    def get(self) -> str:
+        """The current HTTP date."""
+        now = int(time.time())
+        if now != self.second:
+            self.second = now
+            self.value = formatdate(now, usegmt=True)
+        return self.value
+
+
+def serialize(
+    response: Response, request_id: str, date: str, keep_alive: bool, head: bool
+) -> bytes:
+    """The bytes of a response. Bodies of HEAD answers and of 1xx/204/304 are not sent."""
+    status = response.status
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n"]
+    for name, value in response.headers:
+        lines.append(f"{name}: {value}\r\n")
+    no_body = status < 200 or status in (204, 304)
+    if not no_body:
+        lines.append(f"content-length: {len(response.body)}\r\n")
+    lines.append(f"x-request-id: {request_id}\r\ndate: {date}\r\n")
+    if not keep_alive:
+        lines.append("connection: close\r\n")
+    lines.append("\r\n")
+    data = "".join(lines).encode("latin-1")
+    if head or no_body:
+        return data
+    return data + response.body
