@@ -183,6 +183,7 @@ class HttpProtocol(asyncio.Protocol):
         self.busy = False
         self.closing = False  # we decided to close: after the current answer, nothing more
         self.peer_done = False  # the peer half-closed: answer what it sent, then close
+        self.failed = False  # a parse error is queued: read nothing more
         self.reading_paused = False
         self.writing_paused = False
         self._reset()
@@ -274,11 +275,11 @@ class HttpProtocol(asyncio.Protocol):
             return
         self.transport.pause_reading()
         self.reading_paused = True
+        self.failed = True
         self.state = BUSY
-        self.queue.append(reject)
+        self.queue.append(reject)  # answered in order, after what came before it
         if not self.busy:
             self._drain()
-        self.closing = True
 
     # httptools callbacks
 
