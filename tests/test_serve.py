@@ -1,0 +1,92 @@
+"""``authgate serve`` as a process: starts, answers, sees CLI changes, stops on signals."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+AUTHGATE = str(Path(sys.executable).parent / "authgate")
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    return subprocess.run(
+        [AUTHGATE, *args], env=env, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def status_of(url: str, key: str | None = None) -> int:
+    request = urllib.request.Request(url, headers={"X-API-Key": key} if key else {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def eventually(url: str, key: str | None, expected: int) -> None:
+    """Wait (5 s at most) until ``url`` answers ``expected``: workers reload within ~1 s."""
+    deadline = time.monotonic() + 5
+    while status_of(url, key) != expected:
+        assert time.monotonic() < deadline, f"{url} never answered {expected}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, str], str]]:
+    env = {
+        **os.environ,
+        "AUTHGATE_CONFIG": str(tmp_path / "authgate.toml"),
+        "AUTHGATE_SERVER__PORT": "0",
+        "AUTHGATE_CONTROL__PORT": "0",
+        "AUTHGATE_PASSWORDS__ARGON2_MEMORY_KIB": "8",
+    }
+    cli(env, "init", str(tmp_path))
+    proc = subprocess.Popen(
+        [AUTHGATE, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+    assert match, line + (proc.stderr.read() if proc.stderr else "")
+    yield proc, env, f"http://127.0.0.1:{match[1]}"
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate()  # reaps the process and closes its pipes
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serves_and_stops_cleanly_on_signals(
+    instance: tuple[subprocess.Popen[str], dict[str, str], str], sig: signal.Signals
+) -> None:
+    proc, env, base = instance
+    cli(env, "principal", "add", "agent", "--kind", "agt", "--tier", "2")
+    key = re.findall(r"agk_\w+", cli(env, "key", "issue", "agent"))[0]
+    assert status_of(f"{base}/healthz") == 200
+    eventually(f"{base}/v1/authorize/v1/models", key, 200)
+    assert status_of(f"{base}/v1/authorize/v1/models") == 401
+    proc.send_signal(sig)
+    _, errors = proc.communicate(timeout=15)
+    assert proc.returncode == 0
+    assert "Traceback" not in errors
+
+
+def test_cli_changes_reach_the_running_server(
+    instance: tuple[subprocess.Popen[str], dict[str, str], str],
+) -> None:
+    _, env, base = instance
+    cli(env, "principal", "add", "agent", "--kind", "agt", "--tier", "2")
+    issued = cli(env, "key", "issue", "agent", "--json")
+    key = re.findall(r"agk_\w+", issued)[0]
+    eventually(f"{base}/v1/authorize/v1/models", key, 200)
+    cli(env, "key", "revoke", key[4:16])
+    eventually(f"{base}/v1/authorize/v1/models", key, 401)
