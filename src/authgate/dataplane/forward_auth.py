@@ -15,7 +15,7 @@ the precise reason goes to the audit event only.
 
 from __future__ import annotations
 
-from authgate.dataplane.http import Request, Response, error_response
+from authgate.dataplane.http import Request, Response, header_block, json_response
 from authgate.decide import Decision, DecisionEngine
 from authgate.errors import Reason
 
@@ -57,6 +57,7 @@ class ForwardAuth:
 
     def __init__(self, engine: DecisionEngine) -> None:
         self.engine = engine
+        self._scopes: dict[frozenset[str], str] = {}  # scope set -> header text, memoised
 
     def __call__(self, request: Request) -> Response:
         """Decide the original request and answer as the proxies expect."""
@@ -64,11 +65,36 @@ class ForwardAuth:
         decision = self.engine.decide(
             method, target, request.headers, client_address(request), request.request_id
         )
-        return answer(decision, request.request_id)
+        if decision.status == 200:
+            return self._allow(decision)
+        return denial(decision, request.request_id)
+
+    def _allow(self, d: Decision) -> Response:
+        # The hot path: one f-string for the whole header block.
+        scopes = self._scopes.get(d.scopes)
+        if scopes is None:
+            scopes = self._scopes[d.scopes] = " ".join(sorted(d.scopes))
+            if len(self._scopes) > 4096:
+                self._scopes.clear()
+        rl = d.ratelimit
+        limits = ""
+        if rl is not None:
+            limit = rl.limit
+            limits = (
+                f"ratelimit-limit: {limit.burst}\r\nratelimit-remaining: {rl.remaining}\r\n"
+                f"ratelimit-reset: {-(-rl.reset_ns // 1_000_000_000)}\r\n"
+                f"ratelimit-policy: {limit.rate};w={limit.period_s};burst={limit.burst}\r\n"
+            )
+        key = f"x-auth-key-id: {d.key_id}\r\n" if d.key_id is not None else ""
+        return Response(
+            200,
+            f"{limits}x-auth-principal: {d.principal_id or 'anonymous'}\r\n"
+            f"x-auth-tier: {d.tier_held}\r\nx-auth-scopes: {scopes}\r\n{key}",
+        )
 
 
-def answer(decision: Decision, request_id: str) -> Response:
-    """The HTTP answer for a decision."""
+def denial(decision: Decision, request_id: str) -> Response:
+    """The HTTP answer for a denial: its challenge or Retry-After, and an opaque body."""
     headers: list[tuple[str, str]] = []
     rl = decision.ratelimit
     if rl is not None:
@@ -79,15 +105,6 @@ def answer(decision: Decision, request_id: str) -> Response:
             ("ratelimit-policy", f"{rl.limit.rate};w={rl.limit.period_s};burst={rl.limit.burst}"),
         ]
     status = decision.status
-    if decision.allowed:
-        headers += [
-            ("x-auth-principal", decision.principal_id or "anonymous"),
-            ("x-auth-tier", str(decision.tier_held)),
-            ("x-auth-scopes", " ".join(sorted(decision.scopes))),
-        ]
-        if decision.key_id is not None:
-            headers.append(("x-auth-key-id", decision.key_id))
-        return Response(200, headers)
     if status == 401:
         reason = decision.reason
         if reason is Reason.MISSING_CREDENTIAL:
@@ -99,6 +116,5 @@ def answer(decision: Decision, request_id: str) -> Response:
         headers.append(("www-authenticate", challenge))
     elif status == 429 and rl is not None:
         headers.append(("retry-after", str(max(1, rl.retry_after_s))))
-    response = error_response(status, _CODES.get(status, "forbidden"), request_id)
-    response.headers += headers
-    return response
+    body = {"error": _CODES.get(status, "forbidden"), "request_id": request_id}
+    return json_response(status, body, header_block(headers))

@@ -73,15 +73,23 @@ class Request:
 
 
 class Response:
-    """A complete response. Content-Length, Date, Connection and X-Request-Id are added by
-    the server."""
+    """A complete response. ``headers`` is the rendered header block, each line ending in
+    CRLF (``"content-type: application/json\\r\\n"``): handlers on the hot path format
+    it in one f-string, which costs a fraction of a list of pairs joined per request.
+    Content-Length, Date, Connection and X-Request-Id are added by the server.
+    """
 
     __slots__ = ("body", "headers", "status")
 
-    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes = b"") -> None:
+    def __init__(self, status: int, headers: str = "", body: bytes = b"") -> None:
         self.status = status
         self.headers = headers
         self.body = body
+
+
+def header_block(pairs: list[tuple[str, str]]) -> str:
+    """Render name/value pairs as a header block. Values must not contain CR or LF."""
+    return "".join(f"{name}: {value}\r\n" for name, value in pairs)
 
 
 Handler = Callable[[Request], "Response | Awaitable[Response]"]
@@ -89,13 +97,9 @@ Handler = Callable[[Request], "Response | Awaitable[Response]"]
 _json = msgspec.json.Encoder()
 
 
-def json_response(
-    status: int, payload: object, headers: list[tuple[str, str]] | None = None
-) -> Response:
-    """A JSON response."""
-    return Response(
-        status, [("content-type", "application/json"), *(headers or ())], _json.encode(payload)
-    )
+def json_response(status: int, payload: object, headers: str = "") -> Response:
+    """A JSON response; ``headers`` is an extra rendered header block."""
+    return Response(status, f"content-type: application/json\r\n{headers}", _json.encode(payload))
 
 
 def error_response(status: int, code: str, request_id: str) -> Response:
@@ -141,22 +145,23 @@ class DateHeader:
         return self.value
 
 
+_STATUS_LINES = {code: f"HTTP/1.1 {code} {reason}\r\n" for code, reason in REASONS.items()}
+
+
 def serialize(
     response: Response, request_id: str, date: str, keep_alive: bool, head: bool
 ) -> bytes:
     """The bytes of a response. Bodies of HEAD answers and of 1xx/204/304 are not sent."""
     status = response.status
-    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n"]
-    for name, value in response.headers:
-        lines.append(f"{name}: {value}\r\n")
-    no_body = status < 200 or status in (204, 304)
-    if not no_body:
-        lines.append(f"content-length: {len(response.body)}\r\n")
-    lines.append(f"x-request-id: {request_id}\r\ndate: {date}\r\n")
-    if not keep_alive:
-        lines.append("connection: close\r\n")
-    lines.append("\r\n")
-    data = "".join(lines).encode("latin-1")
-    if head or no_body:
-        return data
-    return data + response.body
+    line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"
+    close = "" if keep_alive else "connection: close\r\n"
+    if status < 200 or status == 204 or status == 304:
+        return (
+            f"{line}{response.headers}x-request-id: {request_id}\r\ndate: {date}\r\n{close}\r\n"
+        ).encode("latin-1")
+    body = response.body
+    head_bytes = (
+        f"{line}{response.headers}content-length: {len(body)}\r\n"
+        f"x-request-id: {request_id}\r\ndate: {date}\r\n{close}\r\n"
+    ).encode("latin-1")
+    return head_bytes if head or not body else head_bytes + body

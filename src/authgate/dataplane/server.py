@@ -303,15 +303,19 @@ class HttpProtocol(asyncio.Protocol):
         self.headers[key] = text if previous is None else f"{previous}, {text}"
 
     def on_headers_complete(self) -> None:
-        length = self.headers.get("content-length")
-        if length is not None and int(length) > self.limits.max_body_bytes:
-            raise _Reject(413, "body_too_large")
-        expect = self.headers.get("expect")
-        if expect is not None:
-            if expect.lower() != "100-continue":
-                raise _Reject(417, "expectation_failed")
-            if self.parser.get_http_version() == "1.1" and self.transport is not None:
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        headers = self.headers
+        expect = headers.get("expect")
+        if expect is not None and expect.lower() != "100-continue":
+            raise _Reject(417, "expectation_failed")
+        length = headers.get("content-length")
+        if length is not None:
+            if int(length) > self.limits.max_body_bytes:
+                raise _Reject(413, "body_too_large")
+        elif "transfer-encoding" not in headers:
+            return  # no body: the header deadline stands until the message completes
+        if expect is not None and self.parser.get_http_version() == "1.1":
+            assert self.transport is not None
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.state = BODY
         self.deadline = self.loop.time() + self.limits.body_timeout
 
@@ -342,11 +346,27 @@ class HttpProtocol(asyncio.Protocol):
         self._reset()
         self.state = IDLE
         self.deadline = self.loop.time() + self.limits.idle_timeout
-        self.queue.append(request)
-        if not self.busy:
-            self._drain()
+        if self.busy or self.queue:
+            self.queue.append(request)
+        else:  # the common case: answer at once, without the queue
+            self._dispatch(request)
 
     # -- bytes out -----------------------------------------------------------------------
+
+    def _dispatch(self, request: Request) -> None:
+        """Run the handler for one request; a pending answer makes the connection busy."""
+        try:
+            result = self.server.handler(request)
+        except Exception:
+            log.exception("handler failed")
+            result = error_response(500, "internal_error", request.request_id)
+        if isinstance(result, Response):
+            self._send(result, request)
+            if (self.closing or self.peer_done) and not self.queue:
+                self.abort()
+        else:
+            self.busy = True
+            self.loop.create_task(self._await(request, result))
 
     def _drain(self) -> None:
         """Answer queued requests in order until one needs to wait."""
@@ -356,17 +376,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._send_error(item)
                 self.abort()
                 return
-            try:
-                result = self.server.handler(item)
-            except Exception:
-                log.exception("handler failed")
-                result = error_response(500, "internal_error", item.request_id)
-            if isinstance(result, Response):
-                self._send(result, item)
-            else:
-                self.busy = True
-                self.loop.create_task(self._await(item, result))
-                return
+            self._dispatch(item)
         if (self.closing or self.peer_done) and not self.queue and not self.busy:
             self.abort()
 
