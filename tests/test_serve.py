@@ -90,3 +90,47 @@ def test_cli_changes_reach_the_running_server(
     eventually(f"{base}/v1/authorize/v1/models", key, 200)
     cli(env, "key", "revoke", key[4:16])
     eventually(f"{base}/v1/authorize/v1/models", key, 401)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "AUTHGATE_CONFIG": str(tmp_path / "authgate.toml"),
+        "AUTHGATE_SERVER__PORT": str(port),
+        "AUTHGATE_CONTROL__PORT": "0",
+    }
+    cli(env, "init", str(tmp_path))
+    proc = subprocess.Popen(
+        [AUTHGATE, "serve", "--workers", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert sum("ready" in line for line in lines) == 2, lines
+        prefixes: set[str] = set()
+        deadline = time.monotonic() + 10
+        while len(prefixes) < 2 and time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+                prefixes.add(answer.headers["x-request-id"].split("-")[0])
+        assert len(prefixes) == 2  # each worker draws its own request-id prefix
+        proc.send_signal(signal.SIGTERM)
+        _, errors = proc.communicate(timeout=20)
+        assert proc.returncode == 0, errors
+        assert "Traceback" not in errors
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

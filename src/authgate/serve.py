@@ -137,7 +137,10 @@ async def serve_until_signalled(
 
 
 def _worker_main(settings: Settings, worker: int) -> None:
-    run_loop(serve_until_signalled(settings, worker=worker, reuse_port=True))
+    def announce(running: Running) -> None:
+        print(f"worker {worker} (pid {os.getpid()}) ready", flush=True)
+
+    run_loop(serve_until_signalled(settings, worker=worker, reuse_port=True, on_ready=announce))
 
 
 def run(settings: Settings, on_ready: Callable[[Running], None] | None = None) -> None:
@@ -153,6 +156,12 @@ def run(settings: Settings, on_ready: Callable[[Running], None] | None = None) -
     ]
     for proc in procs:
         proc.start()
+    if on_ready is not None:
+        print(
+            f"authgate serving on http://{settings.server.host}:{settings.server.port} "
+            f"with {workers} workers",
+            flush=True,
+        )
 
     def forward(signum: int, _frame: object) -> None:
         for proc in procs:
@@ -163,3 +172,6 @@ def run(settings: Settings, on_ready: Callable[[Running], None] | None = None) -
     signal.signal(signal.SIGINT, forward)
     for proc in procs:
         proc.join()
+    failed = [p.name for p in procs if p.exitcode not in (0, -signal.SIGTERM, -signal.SIGINT)]
+    if failed:
+        raise SystemExit(f"workers failed: {', '.join(failed)}")

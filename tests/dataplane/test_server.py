@@ -6,16 +6,20 @@ import asyncio
 import contextlib
 import json
 import re
+import shutil
 import socket
+import ssl
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from authgate.dataplane.http import Request, Response
-from authgate.dataplane.server import Limits
-from tests.dataplane.conftest import exchange, running, statuses
+from authgate.dataplane.server import Limits, Server
+from tests.dataplane.conftest import echo, exchange, running, statuses
 
 GET = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -308,3 +312,59 @@ def test_random_streams_never_crash_or_leak(stream: bytes) -> None:
     import uvloop
 
     uvloop.run(scenario())
+
+
+async def test_back_pressure_pauses_reading_from_a_slow_reader() -> None:
+    big = Response(200, "", b"\0" * (1 << 20))
+
+    def large(request: Request) -> Response:
+        return big
+
+    async with running(handler=large) as (server, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(GET * 50)  # 50 MiB of answers asked for, none read yet
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        (conn,) = server.connections
+        assert conn.reading_paused  # the server stopped taking requests it cannot deliver
+        received = 0
+        while received < 50 * (1 << 20):
+            chunk = await asyncio.wait_for(reader.read(1 << 16), 5)
+            assert chunk
+            received += chunk.count(0)
+        writer.close()
+    assert received == 50 * (1 << 20)
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made with openssl."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert), "-days", "1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_tls_termination(certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+    server = Server(echo, Limits(tick=0.05))
+    await server.start("127.0.0.1", 0, ssl=server_ctx)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.ports[0], ssl=client_ctx)
+        writer.write(b"GET /tls HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        raw = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+    finally:
+        await server.shutdown(1)
+    assert statuses(raw) == [200]
+    assert bodies(raw)[0]["target"] == "/tls"
