@@ -56,9 +56,10 @@ def instance(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, 
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-    assert match, line + (proc.stderr.read() if proc.stderr else "")
-    yield proc, env, f"http://127.0.0.1:{match[1]}"
+    ports = re.findall(r"http://127\.0\.0\.1:(\d+)", line)
+    assert len(ports) == 2, line + (proc.stderr.read() if proc.stderr else "")
+    env["TEST_ADMIN_URL"] = f"http://127.0.0.1:{ports[1]}"
+    yield proc, env, f"http://127.0.0.1:{ports[0]}"
     if proc.poll() is None:
         proc.kill()
     proc.communicate()  # reaps the process and closes its pipes
@@ -134,3 +135,31 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_cli_admin_commands_through_the_admin_api(
+    instance: tuple[subprocess.Popen[str], dict[str, str], str],
+) -> None:
+    _, env, base = instance
+    root = re.findall(r"agk_\w+", cli(env, "key", "issue", "system"))[0]
+    remote = {**env, "AUTHGATE_ADMIN_KEY": root, "AUTHGATE_CONFIG": "/nonexistent.toml"}
+    url = env["TEST_ADMIN_URL"]
+    eventually(f"{base}/v1/authorize/v1/models", root, 200)  # the server has loaded the key
+    made = cli(
+        remote, "--url", url, "principal", "add", "remote-agent", "--kind", "agt", "--tier", "2"
+    )
+    assert "remote-agent" in made
+    issued = cli(remote, "--url", url, "key", "issue", "remote-agent", "--json")
+    key = re.findall(r"agk_\w+", issued)[0]
+    # the admin API changed the server's memory at once: no reload wait needed
+    assert status_of(f"{base}/v1/authorize/v1/models", key) == 200
+    cli(remote, "--url", url, "key", "revoke", key[4:16])
+    assert status_of(f"{base}/v1/authorize/v1/models", key) == 401
+    listed = cli(remote, "--url", url, "key", "list", "--principal", "remote-agent", "--json")
+    assert '"revoked"' in listed
+    failed = subprocess.run(
+        [AUTHGATE, "--url", url, "principal", "show", "nobody"],
+        env=remote, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert failed.returncode == 2
+    assert "error [not_found]" in failed.stderr

@@ -28,12 +28,24 @@ __all__ = ["main"]
     type=click.Path(dir_okay=False, path_type=Path),
     help="Config file (default: $AUTHGATE_CONFIG, ./authgate.toml, ./.authgate/authgate.toml).",
 )
+@click.option(
+    "--url",
+    help="Run principal/key commands through this admin API (e.g. http://127.0.0.1:8081) "
+    "instead of the store.",
+)
+@click.option(
+    "--admin-key",
+    envvar="AUTHGATE_ADMIN_KEY",  # read by click for this option only; keeps it out of argv
+    help="A tier-5 key for --url (or AUTHGATE_ADMIN_KEY).",
+)
 @click.version_option(package_name="authgate")
 @click.pass_context
-def main(ctx: click.Context, config: Path | None) -> None:
+def main(ctx: click.Context, config: Path | None, url: str | None, admin_key: str | None) -> None:
     """authgate: identity and API gateway for AI services."""
     ctx.ensure_object(dict)
     ctx.obj["config"] = config
+    ctx.obj["url"] = url
+    ctx.obj["admin_key"] = admin_key
 
 
 @main.command()

@@ -8,16 +8,9 @@ from typing import Any
 import click
 from rich.table import Table
 
-from authgate.cli.common import (
-    Duration,
-    now_ns,
-    out,
-    print_json,
-    when,
-    with_services,
-)
+from authgate.cli.admin import admin_for
+from authgate.cli.common import Duration, out, print_json, when
 from authgate.identity.ids import Kind
-from authgate.wiring import Services
 
 # -- principals ------------------------------------------------------------------------
 
@@ -53,11 +46,8 @@ def principal_add(
     secret = (
         click.prompt("Password", hide_input=True, confirmation_prompt=True) if password else None
     )
-    created = with_services(
-        ctx,
-        lambda s: s.identity.create_principal(Kind(kind), name, tier, scopes, secret),
-    )
-    _show_principals([created.public(now_ns())], as_json, single=True)
+    created = admin_for(ctx).add_principal(kind, name, tier, scopes, secret)
+    _show_principals([created], as_json, single=True)
 
 
 @principal.command("list")
@@ -66,11 +56,7 @@ def principal_add(
 def principal_list(ctx: click.Context, as_json: bool) -> None:
     """List principals."""
 
-    async def list_all(s: Services) -> list[dict[str, Any]]:
-        now = s.clock.now_ns()
-        return [p.public(now) for p in s.identity.principals()]
-
-    _show_principals(with_services(ctx, list_all), as_json)
+    _show_principals(admin_for(ctx).principals(), as_json)
 
 
 @principal.command("show")
@@ -80,14 +66,7 @@ def principal_list(ctx: click.Context, as_json: bool) -> None:
 def principal_show(ctx: click.Context, ref: str, as_json: bool) -> None:
     """Show one principal (by id or name) and its keys."""
 
-    async def show(s: Services) -> dict[str, Any]:
-        now = s.clock.now_ns()
-        found = s.identity.principal(ref)
-        view = found.public(now)
-        view["keys"] = [k.public(now) for k in s.identity.keys(found.id)]
-        return view
-
-    view = with_services(ctx, show)
+    view = admin_for(ctx).principal(ref)
     if as_json:
         print_json(view)
         return
@@ -101,8 +80,8 @@ def principal_show(ctx: click.Context, ref: str, as_json: bool) -> None:
 @click.pass_context
 def principal_disable(ctx: click.Context, ref: str) -> None:
     """Disable a principal: all its keys stop working."""
-    done = with_services(ctx, lambda s: s.identity.set_disabled(ref, True))
-    out.print(f"disabled {done.id} ({done.name})")
+    done = admin_for(ctx).set_disabled(ref, True)
+    out.print(f"disabled {done['id']} ({done['name']})")
 
 
 @principal.command("enable")
@@ -110,8 +89,8 @@ def principal_disable(ctx: click.Context, ref: str) -> None:
 @click.pass_context
 def principal_enable(ctx: click.Context, ref: str) -> None:
     """Re-enable a disabled principal."""
-    done = with_services(ctx, lambda s: s.identity.set_disabled(ref, False))
-    out.print(f"enabled {done.id} ({done.name})")
+    done = admin_for(ctx).set_disabled(ref, False)
+    out.print(f"enabled {done['id']} ({done['name']})")
 
 
 @principal.command("elevate")
@@ -121,11 +100,12 @@ def principal_enable(ctx: click.Context, ref: str) -> None:
 @click.pass_context
 def principal_elevate(ctx: click.Context, ref: str, tier: int, duration: float) -> None:
     """Raise a principal's tier for a while; it ends by itself."""
-    done = with_services(ctx, lambda s: s.identity.elevate(ref, tier, duration))
-    if done.elevated_until_ns is None:
-        out.print(f"{done.id} is back at tier {done.tier}")
+    done = admin_for(ctx).elevate(ref, tier, duration)
+    if done["elevated_until_ns"] is None:
+        out.print(f"{done['id']} is back at tier {done['tier']}")
     else:
-        out.print(f"{done.id} is at tier {done.elevated_tier} until {when(done.elevated_until_ns)}")
+        until = when(done["elevated_until_ns"])
+        out.print(f"{done['id']} is at tier {done['elevated_tier']} until {until}")
 
 
 def _show_principals(rows: list[dict[str, Any]], as_json: bool, single: bool = False) -> None:
@@ -174,11 +154,8 @@ def key_issue(
     as_json: bool,
 ) -> None:
     """Issue a key; it is printed once."""
-    issued = with_services(
-        ctx,
-        lambda s: s.identity.issue_key(principal_ref, name, tier, scopes or None, ttl),
-    )
-    _show_issued(issued.record.public(now_ns()), issued.key, as_json)
+    issued = admin_for(ctx).issue_key(principal_ref, name, tier, scopes or None, ttl)
+    _show_issued(issued, as_json)
 
 
 @key.command("list")
@@ -188,11 +165,7 @@ def key_issue(
 def key_list(ctx: click.Context, principal_ref: str | None, as_json: bool) -> None:
     """List keys (never their secrets)."""
 
-    async def list_keys(s: Services) -> list[dict[str, Any]]:
-        now = s.clock.now_ns()
-        return [k.public(now) for k in s.identity.keys(principal_ref)]
-
-    _show_keys(with_services(ctx, list_keys), as_json)
+    _show_keys(admin_for(ctx).keys(principal_ref), as_json)
 
 
 @key.command("revoke")
@@ -200,8 +173,8 @@ def key_list(ctx: click.Context, principal_ref: str | None, as_json: bool) -> No
 @click.pass_context
 def key_revoke(ctx: click.Context, key_id: str) -> None:
     """Revoke a key at once."""
-    done = with_services(ctx, lambda s: s.identity.revoke_key(key_id))
-    out.print(f"revoked {done.key_id} at {when(done.revoked_ns)}")
+    done = admin_for(ctx).revoke(key_id)
+    out.print(f"revoked {done['key_id']} at {when(done['revoked_ns'])}")
 
 
 @key.command("rotate")
@@ -217,15 +190,16 @@ def key_revoke(ctx: click.Context, key_id: str) -> None:
 @click.pass_context
 def key_rotate(ctx: click.Context, key_id: str, overlap: float, as_json: bool) -> None:
     """Issue a successor; the old key works until the overlap ends."""
-    issued = with_services(ctx, lambda s: s.identity.rotate_key(key_id, overlap))
-    _show_issued(issued.record.public(now_ns()), issued.key, as_json)
+    issued = admin_for(ctx).rotate(key_id, overlap)
+    _show_issued(issued, as_json)
     if not as_json:
         out.print(f"{key_id} keeps working for {overlap:g}s, then expires")
 
 
-def _show_issued(record: dict[str, Any], raw: str, as_json: bool) -> None:
+def _show_issued(record: dict[str, Any], as_json: bool) -> None:
+    raw = record["key"]
     if as_json:
-        print_json({**record, "key": raw})
+        print_json(record)
         return
     out.print(f"key id   {record['key_id']}  (principal {record['principal_id']})")
     if record["expires_ns"]:
