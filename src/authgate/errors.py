@@ -14,7 +14,9 @@ Every error authgate raises on purpose derives from :class:`AuthgateError` and c
     ├── RateLimited               rate_limited        carries retry_after (seconds)
     ├── StoreUnavailable          store_unavailable
     ├── AuditUnavailable          audit_unavailable
-    └── MissingExtra              missing_extra       an optional dependency is not installed
+    ├── MissingExtra              missing_extra       an optional dependency is not installed
+    └── RemoteError               remote_error        relayed from a remote admin API; the
+                                                      instance carries the code it answered
 
 :class:`Reason` lists the reason codes of decisions (``unknown_key``, ``insufficient_tier``,
 ...). They are part of the audit contract and of ``authgate decide`` output.
@@ -142,3 +144,14 @@ class MissingExtra(AuthgateError):
             f"{module} is not installed; install it with: pip install 'authgate[{extra}]'"
         )
         self.extra = extra
+
+
+class RemoteError(AuthgateError):
+    """An error answered by a running authgate's admin API; the instance's ``code`` is the
+    stable code that API answered with (``not_found``, ``forbidden``, ...)."""
+
+    code = "remote_error"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import click
 
 from authgate.cli.common import Failure, with_services
-from authgate.errors import AuthgateError
+from authgate.errors import RemoteError
 from authgate.identity.ids import Kind
 from authgate.wiring import Services
 
@@ -44,14 +44,6 @@ class Admin(Protocol):
     def keys(self, principal_ref: str | None) -> list[View]: ...
     def revoke(self, key_id: str) -> View: ...
     def rotate(self, key_id: str, overlap_s: float) -> View: ...
-
-
-class RemoteError(AuthgateError):
-    """An error answered by the admin API, with the code it carried."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class LocalAdmin:
