@@ -63,7 +63,8 @@ async def test_denials_are_opaque_with_the_right_challenge(bed: Harness) -> None
     async with running(router) as (_, port):
         missing = await exchange(port, ask("/v1/authorize/v1/models"))
         bad = await exchange(port, ask("/v1/authorize/v1/models", "X-API-Key: agk_nope"))
-        forged = await exchange(port, ask("/v1/authorize/v1/models", f"X-API-Key: {k[:-1]}0"))
+        typo = k[:-1] + ("1" if k[-1] == "0" else "0")  # never equal to the real key
+        forged = await exchange(port, ask("/v1/authorize/v1/models", f"X-API-Key: {typo}"))
         tier = await exchange(port, ask("/v1/authorize/v1/other", f"X-API-Key: {k}"))
     assert statuses(missing) == [401]
     assert head(missing)["www-authenticate"] == 'Bearer realm="authgate"'
