@@ -15,6 +15,7 @@ Every error authgate raises on purpose derives from :class:`AuthgateError` and c
     ├── StoreUnavailable          store_unavailable
     ├── AuditUnavailable          audit_unavailable
     ├── MissingExtra              missing_extra       an optional dependency is not installed
+    ├── InvalidProof              invalid_proof       a Merkle proof or checkpoint does not verify
     └── RemoteError               remote_error        relayed from a remote admin API; the
                                                       instance carries the code it answered
 
@@ -144,6 +145,12 @@ class MissingExtra(AuthgateError):
             f"{module} is not installed; install it with: pip install 'authgate[{extra}]'"
         )
         self.extra = extra
+
+
+class InvalidProof(AuthgateError):
+    """A Merkle proof, checkpoint or ledger record does not verify."""
+
+    code = "invalid_proof"
 
 
 class RemoteError(AuthgateError):
