@@ -16,6 +16,7 @@ Every error authgate raises on purpose derives from :class:`AuthgateError` and c
     ├── AuditUnavailable          audit_unavailable
     ├── MissingExtra              missing_extra       an optional dependency is not installed
     ├── InvalidProof              invalid_proof       a Merkle proof or checkpoint does not verify
+    ├── InvalidRecord             invalid_record      an audit record is malformed or not canonical
     └── RemoteError               remote_error        relayed from a remote admin API; the
                                                       instance carries the code it answered
 
@@ -151,6 +152,12 @@ class InvalidProof(AuthgateError):
     """A Merkle proof, checkpoint or ledger record does not verify."""
 
     code = "invalid_proof"
+
+
+class InvalidRecord(AuthgateError):
+    """An audit record's bytes are malformed or not in canonical form."""
+
+    code = "invalid_record"
 
 
 class RemoteError(AuthgateError):

@@ -1,15 +1,24 @@
 """The audit event: one record per decision, admin change, token or handoff.
 
-Fields carry integers and strings only (no floats) so that the ledger can give events one
-canonical encoding. Secrets never enter an event.
+Fields carry integers, strings and bytes only (no floats), so an event has exactly one
+canonical encoding (:func:`encode`): a version byte ``0x01``, then a MessagePack array of the
+fields in the order declared below, integers in their shortest form, ``details`` keys
+sorted. :func:`decode` accepts only that encoding: any other bytes, even ones that decode
+to the same values, are an :class:`~authgate.errors.InvalidRecord`. The format is pinned
+by ``tests/vectors/audit_events.json``.
+
+Secrets never enter an event; the client address is stored only as an HMAC (client_hash).
 """
 
 from __future__ import annotations
 
 import os
 from enum import StrEnum
+from typing import Any
 
 import msgspec
+
+from authgate.errors import InvalidRecord
 
 
 class EventType(StrEnum):
@@ -24,7 +33,7 @@ class EventType(StrEnum):
     SYSTEM = "system"
 
 
-class AuditEvent(msgspec.Struct, frozen=True, gc=False):
+class AuditEvent(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """One audit record. ``event_id`` is 128 bits (see ``new_event_id``); ``ts_ns`` is
     wall-clock ns.
 
@@ -51,6 +60,45 @@ class AuditEvent(msgspec.Struct, frozen=True, gc=False):
     correlation_id: str | None = None
     latency_us: int | None = None
     details: dict[str, str] | None = None
+    client_hash: bytes | None = None
+
+
+FORMAT_VERSION = 1
+_VERSION = bytes([FORMAT_VERSION])
+_encoder = msgspec.msgpack.Encoder(order="deterministic")
+_decoder = msgspec.msgpack.Decoder(AuditEvent)
+MAX_RECORD_BYTES = 64 * 1024
+
+
+def encode(event: AuditEvent) -> bytes:
+    """The canonical bytes of an event."""
+    return _VERSION + _encoder.encode(event)
+
+
+def decode(data: bytes) -> AuditEvent:
+    """Parse canonical bytes; InvalidRecord for anything else."""
+    if not data or data[0] != FORMAT_VERSION:
+        raise InvalidRecord("unknown audit record version")
+    if len(data) > MAX_RECORD_BYTES:
+        raise InvalidRecord("audit record too large")
+    try:
+        event = _decoder.decode(data[1:])
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise InvalidRecord(f"malformed audit record: {exc}") from None
+    if len(event.event_id) != 16:
+        raise InvalidRecord("an event id is 16 bytes")
+    if _VERSION + _encoder.encode(event) != data:
+        raise InvalidRecord("audit record is not in canonical form")
+    return event
+
+
+def as_dict(event: AuditEvent) -> dict[str, Any]:
+    """A JSON-ready view: names to values, bytes as hex."""
+    out: dict[str, Any] = {}
+    for name in event.__struct_fields__:
+        value = getattr(event, name)
+        out[name] = value.hex() if isinstance(value, bytes) else value
+    return out
 
 
 class _EventIds:
