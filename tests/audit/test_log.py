@@ -1,0 +1,190 @@
+"""The ledger: group commit, durable acks, checkpoints, recovery, failing closed, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from authgate.audit import merkle
+from authgate.audit.event import AuditEvent, EventType, decode, new_event_id
+from authgate.audit.log import Ledger
+from authgate.audit.note import Signer
+from authgate.audit.segment import ScanEnd, list_segments, scan
+from authgate.errors import AuditUnavailable, InvalidRecord
+
+SEED = bytes(range(32))
+
+
+def event(n: int) -> AuditEvent:
+    return AuditEvent(new_event_id(), n, EventType.AUTHZ, "decide", "allow", "ok", f"p{n}")
+
+
+def ledger(folder: Path, **options: int) -> Ledger:
+    return Ledger(folder, "test.local/w0", Signer("test.local/w0", SEED), **options)
+
+
+def payloads(folder: Path) -> list[bytes]:
+    out = []
+    segments = list_segments(folder / "segments")
+    for i, path in enumerate(segments):
+        for item in scan(path, last=i == len(segments) - 1):
+            if not isinstance(item, ScanEnd):
+                out.append(item.payload)
+    return out
+
+
+async def test_durable_events_are_on_disk_when_acknowledged(tmp_path: Path) -> None:
+    log = ledger(tmp_path)
+    log.open()
+    seqs = await asyncio.gather(*(log.emit_durable(event(i)) for i in range(200)))
+    assert sorted(seqs) == list(range(200))
+    on_disk = payloads(tmp_path)
+    assert len(on_disk) >= 200
+    assert {decode(p).ts_ns for p in on_disk} == set(range(200))
+    log.close()
+
+
+async def test_checkpoint_matches_the_records_and_survives_reopen(tmp_path: Path) -> None:
+    log = ledger(tmp_path, segment_bytes=2048)
+    log.open()
+    for wave in range(3):  # a segment rolls between batches once it is over its size
+        for i in range(100):
+            log.emit(event(wave * 100 + i))
+        await log.emit_durable(event(1000 + wave))
+    await log.emit_durable(event(300))
+    log.close()
+    leaves = [merkle.leaf_hash(p) for p in payloads(tmp_path)]
+    checkpoint = log.latest_checkpoint()
+    assert checkpoint is not None
+    assert (checkpoint.size, checkpoint.root) == (304, merkle.root(leaves))
+    assert len(list_segments(tmp_path / "segments")) > 1  # it rolled segments
+
+    again = ledger(tmp_path, segment_bytes=2048)
+    report = again.open()
+    assert (report.size, report.truncated_bytes, report.checkpoint_size) == (304, 0, 304)
+    await again.emit_durable(event(301))
+    again.close()
+    assert len(payloads(tmp_path)) == 305
+
+
+async def test_a_torn_final_record_is_truncated_and_reported(tmp_path: Path) -> None:
+    log = ledger(tmp_path)
+    log.open()
+    await log.emit_durable(event(0))
+    log.close()
+    last = list_segments(tmp_path / "segments")[-1]
+    with last.open("ab") as f:
+        f.write(b"\x00\x00\x01\x00partial")  # a crash in the middle of an append
+    again = ledger(tmp_path)
+    report = again.open()
+    assert report.size == 1
+    assert report.truncated_bytes == 11
+    assert "torn" in report.notes[0]
+    await again.emit_durable(event(1))
+    again.close()
+    assert [decode(p).ts_ns for p in payloads(tmp_path)] == [0, 1]
+
+
+async def test_tampering_below_a_checkpoint_refuses_to_start(tmp_path: Path) -> None:
+    log = ledger(tmp_path)
+    log.open()
+    for i in range(10):
+        await log.emit_durable(event(i))
+    log.close()
+    segment = list_segments(tmp_path / "segments")[0]
+    data = bytearray(segment.read_bytes())
+    data[40] ^= 1  # a flipped bit inside an early record: its CRC fails
+    segment.write_bytes(bytes(data))
+    with pytest.raises(InvalidRecord, match="CRC"):
+        ledger(tmp_path).open()
+
+
+async def test_lost_records_below_a_checkpoint_refuse_to_start(tmp_path: Path) -> None:
+    log = ledger(tmp_path)
+    log.open()
+    for i in range(10):
+        await log.emit_durable(event(i))
+    log.close()
+    segment = list_segments(tmp_path / "segments")[0]
+    records = [r for r in scan(segment, last=True) if not isinstance(r, ScanEnd)]
+    with segment.open("r+b") as f:  # cut whole records off the end
+        f.truncate(records[5].offset)
+    with pytest.raises(InvalidRecord, match="missing"):
+        ledger(tmp_path).open()
+
+
+async def test_a_failed_fsync_fails_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = ledger(tmp_path)
+    log.open()
+    await log.emit_durable(event(0))
+
+    def broken(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fdatasync", broken)
+    with pytest.raises(AuditUnavailable):
+        await log.emit_durable(event(1))
+    await asyncio.sleep(0.05)
+    with pytest.raises(AuditUnavailable, match="stopped"):
+        log.emit(event(2))
+    log.close()
+
+
+def test_a_full_queue_refuses_and_counts(tmp_path: Path) -> None:
+    log = ledger(tmp_path, queue_max=10)  # not opened: nothing drains the queue
+    for i in range(10):
+        log.emit(event(i))
+    with pytest.raises(AuditUnavailable, match="full"):
+        log.emit(event(10))
+    assert log.overflows == 1
+
+
+CRASHER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from authgate.audit.event import AuditEvent, EventType, new_event_id
+    from authgate.audit.log import Ledger
+    from authgate.audit.note import Signer
+
+    async def main():
+        log = Ledger(Path(sys.argv[1]), "test.local/w0", Signer("test.local/w0", bytes(range(32))))
+        log.open()
+        n = 0
+        while True:
+            waits = []
+            for _ in range(50):
+                waits.append(log.emit_durable(
+                    AuditEvent(new_event_id(), n, EventType.AUTHZ, "decide", "allow", "ok")))
+                n += 1
+            for seq in await asyncio.gather(*waits):
+                print(seq, flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.6, 0.9])
+def test_kill_9_loses_nothing_acknowledged(tmp_path: Path, delay: float) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CRASHER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    time.sleep(delay + 0.5)  # start-up, then heavy appending
+    proc.send_signal(signal.SIGKILL)
+    out, _ = proc.communicate()
+    acknowledged = [int(line) for line in out.split()]
+    assert acknowledged, "the writer acknowledged nothing before the kill"
+    log = ledger(tmp_path)
+    report = log.open()
+    log.close()
+    assert report.size > max(acknowledged)
+    assert len(payloads(tmp_path)) == report.size
