@@ -163,3 +163,43 @@ def test_cli_admin_commands_through_the_admin_api(
     )  # fmt: skip
     assert failed.returncode == 2
     assert "error [not_found]" in failed.stderr
+
+
+def test_durable_audit_mode_records_every_decision(tmp_path: Path) -> None:
+    from authgate.audit.log import Ledger
+    from authgate.audit.note import Signer
+
+    env = {
+        **os.environ,
+        "AUTHGATE_CONFIG": str(tmp_path / "authgate.toml"),
+        "AUTHGATE_SERVER__PORT": "0",
+        "AUTHGATE_CONTROL__ENABLED": "false",
+        "AUTHGATE_AUDIT__MODE": "durable",
+        "AUTHGATE_AUDIT__INSTANCE": "test.local",
+    }
+    cli(env, "init", str(tmp_path))
+    cli(env, "principal", "add", "agent", "--kind", "agt", "--tier", "2")
+    key = re.findall(r"agk_\w+", cli(env, "key", "issue", "agent"))[0]
+    proc = subprocess.Popen(
+        [AUTHGATE, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        base = re.findall(r"http://127\.0\.0\.1:\d+", proc.stdout.readline())[0]
+        url = f"{base}/v1/authorize/v1/models"
+        statuses = [status_of(url, key), status_of(url), status_of(url, key[:-1] + "x")]
+        assert statuses == [200, 401, 401]
+        proc.send_signal(signal.SIGTERM)
+        _, errors = proc.communicate(timeout=15)
+        assert proc.returncode == 0, errors
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    signer = Signer.from_skey((tmp_path / "data" / "audit" / "signing.key").read_text())
+    assert signer.name == "test.local"
+    log = Ledger(tmp_path / "data" / "audit" / "w0", "test.local/w0", signer)
+    report = log.open()
+    log.close()
+    assert report.size == 3  # every answered decision is in the log
+    assert report.checkpoint_size == 3  # and a final checkpoint covers it

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from authgate.config import CONFIG_FILE, Settings, load_settings
 from authgate.identity.ids import Kind
-from authgate.wiring import PEPPER_BYTES, build_services
+from authgate.wiring import PEPPER_BYTES, build_services, instance_name, load_signer
 
 SYSTEM_NAME = "system"
 
@@ -65,6 +65,13 @@ def prepare_directory(directory: Path, environ: Mapping[str, str]) -> tuple[Init
         report.created.append(f"pepper {pepper} (mode 600)")
     else:
         report.existing.append(f"pepper {pepper} (never overwritten)")
+    signing_key = settings.path(settings.audit.signing_key_file)
+    if signing_key.exists():
+        report.existing.append(f"audit signing key {signing_key} (never overwritten)")
+    else:
+        signer = load_signer(signing_key, instance_name(settings), create=True)
+        report.created.append(f"audit signing key {signing_key} (mode 600)")
+        report.created.append(f"audit verifier key {signer.vkey}")
     store_path = settings.path(settings.identity.sqlite_path)
     if not store_path.exists():
         report.created.append(f"identity store {store_path}")

@@ -133,6 +133,19 @@ class Control(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8081
 
 
+class Audit(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The audit ledger: one RFC 6962 log per worker under ``directory``."""
+
+    enabled: bool = True
+    directory: str = "data/audit"
+    mode: Literal["async", "durable"] = "async"
+    instance: str = ""
+    signing_key_file: str = "data/audit/signing.key"
+    checkpoint_interval_s: PositiveSeconds = 1.0
+    segment_mib: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
+    queue_max: Annotated[int, msgspec.Meta(ge=16, le=10_000_000)] = 100_000
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """All of authgate's settings. Relative paths are resolved against ``base_dir``."""
 
@@ -140,6 +153,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     allow_anonymous: bool = False
     server: Server = msgspec.field(default_factory=Server)
     control: Control = msgspec.field(default_factory=Control)
+    audit: Audit = msgspec.field(default_factory=Audit)
     identity: Identity = msgspec.field(default_factory=Identity)
     passwords: Passwords = msgspec.field(default_factory=Passwords)
     ratelimit: RateLimit = msgspec.field(default_factory=RateLimit)

@@ -25,7 +25,7 @@ import msgspec
 from authgate.audit.event import AuditEvent, EventType, new_event_id
 from authgate.audit.sink import AuditSink
 from authgate.clock import Clock
-from authgate.errors import AuthenticationFailed, Reason
+from authgate.errors import AuditUnavailable, AuthenticationFailed, Reason
 from authgate.identity.directory import Directory
 from authgate.policy import Policy, check_access, normalize_path
 from authgate.ratelimit.gcra import GcraResult, Limit
@@ -52,6 +52,7 @@ _STATUS: dict[Reason, int] = {
     Reason.NO_ROUTE: 403,
     Reason.RATE_LIMITED: 429,
     Reason.INTERNAL_ERROR: 500,
+    Reason.AUDIT_UNAVAILABLE: 503,
 }
 _EVENT_TYPE: dict[Reason, EventType] = {
     r: EventType.AUTHZ if r in _STATUS else EventType.AUTHN for r in Reason
@@ -108,6 +109,7 @@ def _deny(
 
 _NO_SCOPES: frozenset[str] = frozenset()
 _MALFORMED_REQUEST = _deny(Reason.MALFORMED_REQUEST)
+_AUDIT_DOWN = _deny(Reason.AUDIT_UNAVAILABLE)
 
 
 class DecisionEngine:
@@ -139,7 +141,41 @@ class DecisionEngine:
         client: str = "",
         request_id: str | None = None,
     ) -> Decision:
-        """Decide one request. ``headers`` maps lower-case names to values. Never raises."""
+        """Decide one request and audit it (async mode). ``headers`` maps lower-case names
+        to values. Never raises: if the audit sink refuses the event, the answer is 503."""
+        decision, event = self.decide_event(method, target, headers, client, request_id)
+        try:
+            self.sink.emit(event)
+        except AuditUnavailable:
+            return _AUDIT_DOWN
+        return decision
+
+    async def decide_durable(
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        client: str = "",
+        request_id: str | None = None,
+    ) -> Decision:
+        """Decide one request and answer only once its audit event is durable (503 if the
+        ledger cannot make it durable)."""
+        decision, event = self.decide_event(method, target, headers, client, request_id)
+        try:
+            await self.sink.emit_durable(event)
+        except AuditUnavailable:
+            return _AUDIT_DOWN
+        return decision
+
+    def decide_event(
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        client: str = "",
+        request_id: str | None = None,
+    ) -> tuple[Decision, AuditEvent]:
+        """The decision and its audit event, not yet emitted."""
         started = time.perf_counter_ns()
         now = self.clock.now_ns()
         path = normalize_path(target)
@@ -152,28 +188,26 @@ class DecisionEngine:
         except Exception:  # a bug must not become a traceback on the wire
             log.exception("decision failed")
             decision = _deny(Reason.INTERNAL_ERROR)
-        self.sink.emit(
-            AuditEvent(  # positional: see AuditEvent's docstring for why
-                new_event_id(),
-                now,
-                _EVENT_TYPE[decision.reason],
-                "decide",
-                decision.outcome,  # StrEnum members are str: no .value lookups
-                decision.reason,
-                decision.principal_id,
-                decision.key_id,
-                decision.tier_held,
-                decision.tier_required,
-                decision.route,
-                method[:16],
-                (path or target)[:512],
-                decision.status,
-                request_id,
-                None,
-                (time.perf_counter_ns() - started) // 1000,
-            )
+        event = AuditEvent(  # positional: see AuditEvent's docstring for why
+            new_event_id(),
+            now,
+            _EVENT_TYPE[decision.reason],
+            "decide",
+            decision.outcome,  # StrEnum members are str: no .value lookups
+            decision.reason,
+            decision.principal_id,
+            decision.key_id,
+            decision.tier_held,
+            decision.tier_required,
+            decision.route,
+            method[:16],
+            (path or target)[:512],
+            decision.status,
+            request_id,
+            None,
+            (time.perf_counter_ns() - started) // 1000,
         )
-        return decision
+        return decision, event
 
     def _decide(
         self, method: str, path: str, headers: Mapping[str, str], client: str, now: int

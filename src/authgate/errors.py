@@ -51,6 +51,7 @@ class Reason(StrEnum):
     LOCKED_OUT = "locked_out"
     NO_PASSWORD = "no_password"
     INTERNAL_ERROR = "internal_error"
+    AUDIT_UNAVAILABLE = "audit_unavailable"
 
 
 class AuthgateError(Exception):

@@ -89,8 +89,9 @@ class Running:
 
 async def start(settings: Settings, *, worker: int = 0, reuse_port: bool = False) -> Running:
     """Start one worker's servers and return once both listen."""
-    services = await build_services(settings)
-    router = build_router(services.engine, services.readiness)
+    services = await build_services(settings, ledger_name=f"w{worker}")
+    durable = settings.audit.enabled and settings.audit.mode == "durable"
+    router = build_router(services.engine, services.readiness, durable=durable)
     data = Server(router, limits_of(settings), settings.server.trusted_proxies)
     await data.start(
         settings.server.host,

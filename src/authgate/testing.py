@@ -51,6 +51,11 @@ class CapturingSink:
         """Keep the event."""
         self.events.append(event)
 
+    async def emit_durable(self, event: AuditEvent) -> int:
+        """Keep the event; return its position."""
+        self.events.append(event)
+        return len(self.events) - 1
+
     @property
     def last(self) -> AuditEvent:
         """The most recent event."""

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from authgate.audit.log import Ledger
+from authgate.audit.note import Signer
 from authgate.audit.sink import AuditSink, MemorySink
 from authgate.clock import NS_PER_S, Clock, SystemClock
 from authgate.config import Settings
 from authgate.decide import DecisionEngine
-from authgate.errors import ConfigError
+from authgate.errors import AuthgateError, ConfigError
 from authgate.identity.service import IdentityService
 from authgate.identity.sqlite import SqliteIdentityStore
 from authgate.identity.store import IdentityStore
@@ -19,6 +24,7 @@ from authgate.policy import Policy, build_policy
 from authgate.ratelimit.local import LocalLimiter
 
 PEPPER_BYTES = 32
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,13 +39,63 @@ class Services:
     sink: AuditSink
     engine: DecisionEngine
 
+    ledger: Ledger | None = None
+
     async def close(self) -> None:
-        """Release the store and thread pools."""
+        """Release the store, the ledger and thread pools."""
         await self.identity.close()
+        if self.ledger is not None:
+            await asyncio.to_thread(self.ledger.close)
 
     def readiness(self) -> dict[str, bool]:
         """Named readiness checks for ``/readyz``."""
-        return {"identity_loaded": self.identity.loaded, "audit_sink": True}
+        ledger_ok = self.ledger is None or self.ledger.failed is None
+        return {"identity_loaded": self.identity.loaded, "audit_ledger": ledger_ok}
+
+
+def load_signer(path: Path, name: str, *, create: bool) -> Signer:
+    """The audit signing key at ``path`` (created, mode 600, when ``create``)."""
+    if not path.exists():
+        if not create:
+            raise ConfigError(f"audit signing key {path} does not exist; run 'authgate init'")
+        signer = Signer.generate(name)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(signer.skey + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        return signer
+    if os.name == "posix" and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"audit signing key {path} is accessible to others; chmod 600 it")
+    try:
+        return Signer.from_skey(path.read_text())
+    except AuthgateError as exc:
+        raise ConfigError(f"audit signing key {path}: {exc.message}") from None
+
+
+def instance_name(settings: Settings) -> str:
+    """The name of this instance in log origins and the signing key."""
+    return settings.audit.instance or f"authgate.{socket.gethostname()}"
+
+
+async def open_ledger(settings: Settings, log_name: str) -> Ledger:
+    """Open (and recover) the ledger of one worker."""
+    audit = settings.audit
+    name = instance_name(settings)
+    signer = load_signer(settings.path(audit.signing_key_file), name, create=True)
+    ledger = Ledger(
+        settings.path(audit.directory) / log_name,
+        f"{name}/{log_name}",
+        signer,
+        segment_bytes=audit.segment_mib << 20,
+        queue_max=audit.queue_max,
+        checkpoint_interval=audit.checkpoint_interval_s,
+    )
+    report = await asyncio.to_thread(ledger.open)
+    for note in report.notes:
+        log.warning("audit ledger %s: %s", log_name, note)
+    return ledger
 
 
 def read_pepper(path: Path) -> bytes:
@@ -68,9 +124,17 @@ def make_store(settings: Settings) -> IdentityStore:
 
 
 async def build_services(
-    settings: Settings, clock: Clock | None = None, sink: AuditSink | None = None
+    settings: Settings,
+    clock: Clock | None = None,
+    sink: AuditSink | None = None,
+    *,
+    ledger_name: str | None = None,
 ) -> Services:
-    """Open the store, load identities into memory and build the decision engine."""
+    """Open the store, load identities into memory and build the decision engine.
+
+    With ``ledger_name`` (``serve`` passes ``w0``, ``w1``...) and ``audit.enabled``, events
+    go to that worker's durable ledger; otherwise (CLI commands) to memory.
+    """
     clock = clock or SystemClock()
     policy = build_policy(settings)
     pepper = read_pepper(settings.path(settings.identity.pepper_file))
@@ -79,6 +143,10 @@ async def build_services(
     limiter = LocalLimiter(
         settings.ratelimit.max_keys, int(settings.ratelimit.sweep_interval_s * NS_PER_S)
     )
+    ledger = None
+    if sink is None and ledger_name is not None and settings.audit.enabled:
+        ledger = await open_ledger(settings, ledger_name)
+        sink = ledger
     sink = sink or MemorySink()
     engine = DecisionEngine(
         identity.directory,
@@ -88,4 +156,4 @@ async def build_services(
         clock,
         allow_anonymous=settings.allow_anonymous,
     )
-    return Services(settings, clock, identity, policy, limiter, sink, engine)
+    return Services(settings, clock, identity, policy, limiter, sink, engine, ledger)

@@ -20,6 +20,7 @@ signed checkpoint (data lost or rewritten below it).
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import threading
 import time
@@ -85,6 +86,7 @@ class Ledger:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._fd = -1
+        self._lock = -1
         self._segment_size = 0
         self._last_checkpoint = 0.0
 
@@ -106,9 +108,19 @@ class Ledger:
     # -- start and stop ------------------------------------------------------------------
 
     def open(self) -> Recovery:
-        """Recover from disk and start the sequencer thread."""
+        """Lock the directory, recover from disk and start the sequencer thread.
+        AuditUnavailable when another process holds the log."""
         for folder in (self.directory, self.segments_dir, self.checkpoints_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        self._lock = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock)
+            self._lock = -1
+            raise AuditUnavailable(
+                f"another process is writing the log in {self.directory}"
+            ) from None
         vkey = self.directory / "log.vkey"
         if not vkey.exists():
             vkey.write_text(self.signer.vkey + "\n")
@@ -126,6 +138,9 @@ class Ledger:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self._lock >= 0:
+            os.close(self._lock)  # releases the flock
+            self._lock = -1
 
     def _recover(self) -> Recovery:
         report = Recovery()

@@ -9,10 +9,15 @@ from authgate.audit.event import AuditEvent
 
 
 class AuditSink(Protocol):
-    """Accepts events on the request path. ``emit`` must not block on I/O."""
+    """Accepts events on the request path. ``emit`` must not block on I/O; it raises
+    AuditUnavailable when it cannot take the event (the caller fails closed)."""
 
     def emit(self, event: AuditEvent) -> None:
         """Take one event."""
+        ...
+
+    async def emit_durable(self, event: AuditEvent) -> int:
+        """Take one event and return once it is durable (its sequence number)."""
         ...
 
 
@@ -31,6 +36,11 @@ class MemorySink:
         """Append the event."""
         self.events.append(event)
         self.total += 1
+
+    async def emit_durable(self, event: AuditEvent) -> int:
+        """Memory is as durable as this sink gets."""
+        self.emit(event)
+        return self.total - 1
 
     @property
     def dropped(self) -> int:

@@ -118,8 +118,8 @@ def build_admin_app(identity: IdentityService, sink: AuditSink, clock: Clock) ->
                 result = await fn(request, admin)
             except AuthgateError as exc:
                 return _error(exc)
-            if action is not None:
-                sink.emit(
+            if action is not None:  # admin changes are audited durably before the answer
+                await sink.emit_durable(
                     AuditEvent(
                         new_event_id(),
                         clock.now_ns(),

@@ -10,13 +10,16 @@ from authgate.dataplane.router import Router
 from authgate.decide import DecisionEngine
 
 
-def build_router(engine: DecisionEngine, ready: Callable[[], dict[str, bool]]) -> Router:
+def build_router(
+    engine: DecisionEngine, ready: Callable[[], dict[str, bool]], *, durable: bool = False
+) -> Router:
     """Routes for ``authgate serve``: ``/v1/authorize[/...]``, ``/healthz``, ``/readyz``.
 
-    ``ready`` returns named checks; ``/readyz`` is 200 when all pass, 503 otherwise.
+    ``ready`` returns named checks; ``/readyz`` is 200 when all pass, 503 otherwise. With
+    ``durable``, forward-auth answers only once the decision's audit event is fsynced.
     """
     router = Router()
-    authorize = ForwardAuth(engine)
+    authorize = ForwardAuth(engine, durable=durable)
     router.add(PREFIX, authorize)
     router.add_prefix(PREFIX + "/", authorize)
 

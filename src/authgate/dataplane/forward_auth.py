@@ -15,6 +15,8 @@ the precise reason goes to the audit event only.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from authgate.dataplane.http import Request, Response, header_block, json_response
 from authgate.decide import Decision, DecisionEngine
 from authgate.errors import Reason
@@ -22,7 +24,7 @@ from authgate.errors import Reason
 PREFIX = "/v1/authorize"
 
 _CODES = {400: "invalid_request", 401: "authentication_failed", 403: "forbidden"}
-_CODES.update({429: "rate_limited", 500: "internal_error"})
+_CODES.update({429: "rate_limited", 500: "internal_error", 503: "audit_unavailable"})
 _CHALLENGE = 'Bearer realm="authgate"'
 _INVALID = 'Bearer realm="authgate", error="invalid_token"'
 _INVALID_REQUEST = 'Bearer realm="authgate", error="invalid_request"'
@@ -55,14 +57,26 @@ def client_address(request: Request) -> str:
 class ForwardAuth:
     """The ``/v1/authorize`` handler over a decision engine."""
 
-    def __init__(self, engine: DecisionEngine) -> None:
+    def __init__(self, engine: DecisionEngine, *, durable: bool = False) -> None:
         self.engine = engine
+        self.durable = durable
         self._scopes: dict[frozenset[str], str] = {}  # scope set -> header text, memoised
 
-    def __call__(self, request: Request) -> Response:
+    def __call__(self, request: Request) -> Response | Awaitable[Response]:
         """Decide the original request and answer as the proxies expect."""
+        if self.durable:
+            return self._durable(request)
         method, target = original_request(request)
         decision = self.engine.decide(
+            method, target, request.headers, client_address(request), request.request_id
+        )
+        if decision.status == 200:
+            return self._allow(decision)
+        return denial(decision, request.request_id)
+
+    async def _durable(self, request: Request) -> Response:
+        method, target = original_request(request)
+        decision = await self.engine.decide_durable(
             method, target, request.headers, client_address(request), request.request_id
         )
         if decision.status == 200:
