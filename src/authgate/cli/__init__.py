@@ -10,6 +10,7 @@ import click
 import msgspec
 
 from authgate.bootstrap import ensure_system_principal, prepare_directory
+from authgate.cli.audit import audit
 from authgate.cli.common import Failure, out, settings_of
 from authgate.cli.identity import key, principal
 from authgate.cli.policy import decide, policy
@@ -101,3 +102,4 @@ main.add_command(principal)
 main.add_command(key)
 main.add_command(policy)
 main.add_command(decide)
+main.add_command(audit)
