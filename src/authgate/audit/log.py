@@ -282,7 +282,7 @@ class Ledger:
     def _checkpoint(self) -> None:
         self._last_checkpoint = time.monotonic()
         size = self.frontier.size
-        if size == self.checkpoint_size:
+        if size in (self.checkpoint_size, 0):  # nothing new (an empty tree needs no signature)
             return
         note = sign_note(Checkpoint(self.origin, size, self.frontier.root()).text(), [self.signer])
         path = self.checkpoints_dir / f"{size:020d}.note"
