@@ -4,7 +4,7 @@ Run with ``scripts/bench forward-auth``. The servers (nginx with one worker, aut
 one worker) are pinned to one core and wrk to the other. Cases:
 
   (a) nginx ``return 200``                       — the bare baseline
-  (b) authgate /v1/authorize, valid key, 10,000 principals loaded, audit on (memory sink)
+  (b) authgate /v1/authorize, valid key, 10,000 principals loaded, audit ledger on
   (c) authgate /v1/authorize, unknown key (401)
 
 For authgate it also reports server CPU µs per request (utime + stime from /proc over the
@@ -135,6 +135,47 @@ async def populate(config: Path, principals: int) -> str:
     return key
 
 
+def authgate_runs(
+    folder: Path, principals: int, seconds: int, connections: int, extra_env: dict[str, str]
+) -> dict[str, dict[str, float]]:
+    """Start authgate serve (one worker, CPU 0) over ``principals`` and run wrk (CPU 1)
+    with a valid and an unknown key."""
+    authgate = str(Path(sys.executable).parent / "authgate")
+    subprocess.run([authgate, "init", str(folder / "ag")], check=True, capture_output=True)
+    config = folder / "ag" / "authgate.toml"
+    key = asyncio.run(populate(config, principals))
+    port = free_port()
+    env = {
+        **os.environ,
+        "AUTHGATE_CONFIG": str(config),
+        "AUTHGATE_SERVER__PORT": str(port),
+        "AUTHGATE_CONTROL__ENABLED": "false",
+        **extra_env,
+    }
+    for level in range(6):  # limits high enough that the valid case measures allows
+        env[f"AUTHGATE_TIERS__{level}__REQUESTS_PER_MINUTE"] = "100000000"
+        env[f"AUTHGATE_TIERS__{level}__BURST"] = "100000000"
+    proc = subprocess.Popen(
+        ["taskset", "-c", "0", authgate, "serve"], env=env, stdout=subprocess.DEVNULL
+    )
+    out: dict[str, dict[str, float]] = {}
+    try:
+        wait_for(port, proc)
+        url = f"http://127.0.0.1:{port}/v1/authorize/v1/models"
+        wrk(url, [f"X-API-Key: {key}"], 2, connections, "1")  # warm-up
+        for name, header in (("valid", key), ("invalid", new_key()[0])):
+            before = cpu_seconds(proc.pid)
+            run = wrk(url, [f"X-API-Key: {header}"], seconds, connections, "1")
+            used = cpu_seconds(proc.pid) - before
+            run["cpu_us_per_request"] = used * 1e6 / max(1, run["requests"])
+            run["rss_mib"] = rss_mib(proc.pid)
+            out[name] = run
+    finally:
+        proc.terminate()
+        proc.wait()
+    return out
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="forward-auth vs nginx return 200")
     parser.add_argument("--principals", type=int, default=10_000)
@@ -145,42 +186,13 @@ def main(argv: list[str]) -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
-    authgate = str(Path(sys.executable).parent / "authgate")
     results: dict[str, Any] = {"connections": args.connections, "seconds": args.seconds}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         results["nginx"] = nginx_baseline(folder, args.seconds, args.connections)
-        subprocess.run([authgate, "init", str(folder / "ag")], check=True, capture_output=True)
-        config = folder / "ag" / "authgate.toml"
-        key = asyncio.run(populate(config, args.principals))
-        port = free_port()
-        env = {
-            **os.environ,
-            "AUTHGATE_CONFIG": str(config),
-            "AUTHGATE_SERVER__PORT": str(port),
-            "AUTHGATE_CONTROL__ENABLED": "false",
-            "AUTHGATE_ROUTES__0__METHODS": '["GET"]',
-        }
-        for level in range(6):  # limits high enough that (b) measures allows, not 429s
-            env[f"AUTHGATE_TIERS__{level}__REQUESTS_PER_MINUTE"] = "100000000"
-            env[f"AUTHGATE_TIERS__{level}__BURST"] = "100000000"
-        proc = subprocess.Popen(
-            ["taskset", "-c", "0", authgate, "serve"], env=env, stdout=subprocess.DEVNULL
-        )
-        try:
-            wait_for(port, proc)
-            url = f"http://127.0.0.1:{port}/v1/authorize/v1/models"
-            wrk(url, [f"X-API-Key: {key}"], 2, args.connections, "1")  # warm-up
-            for name, header in (("valid", key), ("invalid", new_key()[0])):
-                before = cpu_seconds(proc.pid)
-                run = wrk(url, [f"X-API-Key: {header}"], args.seconds, args.connections, "1")
-                used = cpu_seconds(proc.pid) - before
-                run["cpu_us_per_request"] = used * 1e6 / max(1, run["requests"])
-                run["rss_mib"] = rss_mib(proc.pid)
-                results[f"authgate_{name}"] = run
-        finally:
-            proc.terminate()
-            proc.wait()
+        runs = authgate_runs(folder, args.principals, args.seconds, args.connections, {})
+        results["authgate_valid"] = runs["valid"]
+        results["authgate_invalid"] = runs["invalid"]
     base = results["nginx"]["rps"]
     ratio = results["authgate_valid"]["rps"] / base
     results["ratio_valid_vs_nginx"] = ratio

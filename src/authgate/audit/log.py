@@ -4,7 +4,9 @@ The request path calls :meth:`Ledger.emit` (or awaits :meth:`Ledger.emit_durable
 is encoded and put on a bounded queue — no I/O, no lock but the GIL. One sequencer thread
 drains the queue in batches: it assigns sequence numbers, hashes leaves into the Merkle
 :class:`~authgate.audit.merkle.Frontier`, appends framed records to the current segment and
-fsyncs once per batch (group commit); only then are durable waiters answered. New segments
+fsyncs once per batch (group commit: it wakes every ``commit_interval``, 2 ms by default, at
+once for a durable waiter, or when a full batch is waiting); only then are durable waiters
+answered. New segments
 are made durable (file and directory fsync). At least every ``checkpoint_interval`` seconds,
 and at close, it signs a checkpoint of the tree (C2SP note) and writes it atomically.
 
@@ -69,6 +71,7 @@ class Ledger:
         queue_max: int = 100_000,
         batch_max: int = 8192,
         checkpoint_interval: float = 1.0,
+        commit_interval: float = 0.002,
     ) -> None:
         self.directory = directory
         self.origin = origin
@@ -77,6 +80,7 @@ class Ledger:
         self.queue_max = queue_max
         self.batch_max = batch_max
         self.checkpoint_interval = checkpoint_interval
+        self.commit_interval = commit_interval
         self.frontier = Frontier()
         self.failed: BaseException | None = None
         self.overflows = 0
@@ -207,8 +211,13 @@ class Ledger:
         if len(self._queue) >= self.queue_max:
             self.overflows += 1
             raise AuditUnavailable("the audit queue is full")
-        self._queue.append((payload, waiter))
-        if not self._wake.is_set():
+        queue = self._queue
+        queue.append((payload, waiter))
+        # Group commit: the sequencer wakes every commit_interval by itself; waking it per
+        # async event would hand the GIL back and forth on every request. A durable waiter
+        # (someone is waiting for the fsync) or a full batch wakes it at once; events that
+        # arrive while it writes and fsyncs form the next batch.
+        if (waiter is not None or len(queue) >= self.batch_max) and not self._wake.is_set():
             self._wake.set()
 
     # -- the sequencer thread ------------------------------------------------------------
@@ -216,10 +225,10 @@ class Ledger:
     def _run(self) -> None:
         try:
             while True:
-                if not self._queue:
-                    if self._stop:
+                if len(self._queue) < self.batch_max:
+                    if self._stop and not self._queue:
                         break
-                    self._wake.wait(self.checkpoint_interval)
+                    self._wake.wait(self.commit_interval)
                     self._wake.clear()
                 batch: list[tuple[bytes, Waiter | None]] = []
                 queue = self._queue
