@@ -203,3 +203,19 @@ def test_durable_audit_mode_records_every_decision(tmp_path: Path) -> None:
     log.close()
     assert report.size == 3  # every answered decision is in the log
     assert report.checkpoint_size == 3  # and a final checkpoint covers it
+    # the client address is in the log only as an HMAC an investigator can recompute
+    from authgate.audit.event import decode
+    from authgate.audit.segment import ScanEnd, list_segments, scan
+
+    w0 = tmp_path / "data" / "audit" / "w0"
+    segment = list_segments(w0 / "segments")[0]
+    assert b"127.0.0.1" not in segment.read_bytes()
+    digest = cli(env, "audit", "hash", "127.0.0.1").strip()
+    hashes = {
+        decode(r.payload).client_hash
+        for r in scan(segment, last=True)
+        if not isinstance(r, ScanEnd)
+    }
+    assert hashes == {bytes.fromhex(digest)}
+    verified = cli(env, "audit", "verify", str(w0))
+    assert verified.startswith("OK    3 records")

@@ -14,7 +14,13 @@ from pathlib import Path
 
 from authgate.config import CONFIG_FILE, Settings, load_settings
 from authgate.identity.ids import Kind
-from authgate.wiring import PEPPER_BYTES, build_services, instance_name, load_signer
+from authgate.wiring import (
+    PEPPER_BYTES,
+    build_services,
+    instance_name,
+    load_hmac_key,
+    load_signer,
+)
 
 SYSTEM_NAME = "system"
 
@@ -72,6 +78,12 @@ def prepare_directory(directory: Path, environ: Mapping[str, str]) -> tuple[Init
         signer = load_signer(signing_key, instance_name(settings), create=True)
         report.created.append(f"audit signing key {signing_key} (mode 600)")
         report.created.append(f"audit verifier key {signer.vkey}")
+    hmac_key = settings.path(settings.audit.hmac_key_file)
+    if hmac_key.exists():
+        report.existing.append(f"audit HMAC key {hmac_key} (never overwritten)")
+    else:
+        load_hmac_key(hmac_key, create=True)
+        report.created.append(f"audit HMAC key {hmac_key} (mode 600)")
     store_path = settings.path(settings.identity.sqlite_path)
     if not store_path.exists():
         report.created.append(f"identity store {store_path}")

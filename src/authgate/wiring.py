@@ -74,6 +74,21 @@ def load_signer(path: Path, name: str, *, create: bool) -> Signer:
         raise ConfigError(f"audit signing key {path}: {exc.message}") from None
 
 
+def load_hmac_key(path: Path, *, create: bool) -> bytes:
+    """The audit HMAC key (32 random bytes, hex, mode 600), created when ``create``."""
+    if not path.exists() and create:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(os.urandom(32).hex() + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+    try:
+        return read_secret_hex(path, "audit HMAC key")
+    except FileNotFoundError:
+        raise ConfigError(f"audit HMAC key {path} does not exist; run 'authgate init'") from None
+
+
 def instance_name(settings: Settings) -> str:
     """The name of this instance in log origins and the signing key."""
     return settings.audit.instance or f"authgate.{socket.gethostname()}"
@@ -101,21 +116,30 @@ async def open_ledger(settings: Settings, log_name: str) -> Ledger:
 def read_pepper(path: Path) -> bytes:
     """Read the server pepper; ConfigError when it is missing, short or readable by others."""
     try:
+        return read_secret_hex(path, "pepper file")
+    except FileNotFoundError:
+        raise ConfigError(f"pepper file {path} does not exist; run 'authgate init'") from None
+
+
+def read_secret_hex(path: Path, what: str) -> bytes:
+    """A secret of 32+ bytes stored as hex in a file only its owner may read.
+    FileNotFoundError when missing; ConfigError when unreadable, exposed, short or not hex."""
+    try:
         info = path.stat()
         data = path.read_bytes().strip()
     except FileNotFoundError:
-        raise ConfigError(f"pepper file {path} does not exist; run 'authgate init'") from None
+        raise
     except OSError as exc:
-        raise ConfigError(f"cannot read pepper file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
     if os.name == "posix" and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"pepper file {path} is accessible to others; chmod 600 it")
+        raise ConfigError(f"{what} {path} is accessible to others; chmod 600 it")
     try:
-        pepper = bytes.fromhex(data.decode("ascii"))
+        secret = bytes.fromhex(data.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
-        raise ConfigError(f"pepper file {path} is not hex") from None
-    if len(pepper) < PEPPER_BYTES:
-        raise ConfigError(f"pepper file {path} holds fewer than {PEPPER_BYTES} bytes")
-    return pepper
+        raise ConfigError(f"{what} {path} is not hex") from None
+    if len(secret) < PEPPER_BYTES:
+        raise ConfigError(f"{what} {path} holds fewer than {PEPPER_BYTES} bytes")
+    return secret
 
 
 def make_store(settings: Settings) -> IdentityStore:
@@ -144,9 +168,11 @@ async def build_services(
         settings.ratelimit.max_keys, int(settings.ratelimit.sweep_interval_s * NS_PER_S)
     )
     ledger = None
+    audit_key = None
     if sink is None and ledger_name is not None and settings.audit.enabled:
         ledger = await open_ledger(settings, ledger_name)
         sink = ledger
+        audit_key = load_hmac_key(settings.path(settings.audit.hmac_key_file), create=True)
     sink = sink or MemorySink()
     engine = DecisionEngine(
         identity.directory,
@@ -155,5 +181,6 @@ async def build_services(
         sink,
         clock,
         allow_anonymous=settings.allow_anonymous,
+        audit_key=audit_key,
     )
     return Services(settings, clock, identity, policy, limiter, sink, engine, ledger)

@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
 from authgate.audit.verify import trusted_keys, verify_log
-from authgate.cli.common import Failure, out, print_json
+from authgate.cli.common import Failure, out, print_json, settings_of
 from authgate.errors import AuthgateError
+from authgate.wiring import load_hmac_key
 
 
 @click.group()
 def audit() -> None:
     """Inspect and verify the audit ledger."""
+
+
+@audit.command("hash")
+@click.argument("value")
+@click.pass_context
+def audit_hash(ctx: click.Context, value: str) -> None:
+    """Print VALUE's digest under the audit HMAC key, to search events by client address."""
+    settings = settings_of(ctx)
+    try:
+        key = load_hmac_key(settings.path(settings.audit.hmac_key_file), create=False)
+    except AuthgateError as exc:
+        raise Failure(exc) from None
+    click.echo(hmac.digest(key, value.encode(), "sha256").hex())
 
 
 @audit.command("verify")
