@@ -149,3 +149,20 @@ def test_junk_segments_are_problems_not_tracebacks(tmp_path: Path, junk: bytes) 
     build(tmp_path, count=3)
     segment(tmp_path).write_bytes(junk)
     assert problems(tmp_path)
+
+
+def test_proof_and_tail_from_the_cli(tmp_path: Path) -> None:
+    import json
+
+    build(tmp_path)
+    runner = CliRunner()
+    proof = runner.invoke(main, ["audit", "proof", str(tmp_path), "7", "--json"])
+    assert proof.exit_code == 0, proof.output
+    view = json.loads(proof.stdout)
+    assert (view["seq"], view["tree_size"], view["event"]["ts_ns"]) == (7, 20, 7)
+    assert len(view["proof"]) == 5  # ceil(log2(20))
+    missing = runner.invoke(main, ["audit", "proof", str(tmp_path), "20"])
+    assert missing.exit_code == 2
+    assert "not covered" in missing.output
+    tail = runner.invoke(main, ["audit", "tail", str(tmp_path), "-n", "3"])
+    assert [json.loads(line)["seq"] for line in tail.stdout.splitlines()] == [17, 18, 19]

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
+from authgate.audit import merkle
+from authgate.audit.event import as_dict, decode
+from authgate.audit.note import Checkpoint, open_note
+from authgate.audit.segment import ScanEnd, list_segments, scan
 from authgate.audit.verify import trusted_keys, verify_log
 from authgate.cli.common import Failure, out, print_json, settings_of
-from authgate.errors import AuthgateError
+from authgate.errors import AuthgateError, InvalidProof
 from authgate.wiring import load_hmac_key
 
 
@@ -71,3 +77,69 @@ def audit_verify(directory: Path, vkeys: Sequence[str], as_json: bool) -> None:
             out.print("BAD   no signed checkpoint vouches for these records")
     if not report.ok:
         raise SystemExit(1)
+
+
+def _records(directory: Path) -> list[bytes]:
+    """Every record's bytes, in order (a torn tail of a live log is left out)."""
+    segments = list_segments(directory / "segments")
+    out: list[bytes] = []
+    for i, path in enumerate(segments):
+        for item in scan(path, last=i == len(segments) - 1):
+            if not isinstance(item, ScanEnd):
+                out.append(item.payload)
+    return out
+
+
+@audit.command("proof")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("seq", type=click.IntRange(0))
+@click.option("--json", "as_json", is_flag=True)
+def audit_proof(directory: Path, seq: int, as_json: bool) -> None:
+    """The inclusion proof of record SEQ against the log's latest signed checkpoint."""
+    try:
+        verifiers = trusted_keys(directory, ())
+        notes = sorted((directory / "checkpoints").glob("*.note"))
+        if not notes:
+            raise InvalidProof("the log has no signed checkpoint yet")
+        note = notes[-1].read_text()
+        checkpoint = Checkpoint.parse(open_note(note, verifiers).text)
+        records = _records(directory)[: checkpoint.size]
+        if seq >= checkpoint.size:
+            raise InvalidProof(f"record {seq} is not covered by checkpoint {checkpoint.size}")
+        leaves = [merkle.leaf_hash(r) for r in records]
+        proof = merkle.inclusion_proof(seq, leaves)
+        merkle.verify_inclusion(seq, checkpoint.size, leaves[seq], proof, checkpoint.root)
+    except (AuthgateError, OSError) as exc:
+        message = exc.message if isinstance(exc, AuthgateError) else str(exc)
+        raise Failure(AuthgateError(message)) from None
+    view: dict[str, Any] = {
+        "seq": seq,
+        "tree_size": checkpoint.size,
+        "leaf_hash": leaves[seq].hex(),
+        "proof": [p.hex() for p in proof],
+        "checkpoint": note,
+        "event": as_dict(decode(records[seq])),
+    }
+    if as_json:
+        print_json(view)
+        return
+    out.print(f"record {seq} of {checkpoint.size}: leaf {view['leaf_hash']}", markup=False)
+    for i, step in enumerate(proof):
+        out.print(f"  proof[{i}] {step.hex()}", markup=False)
+    out.print("verified against the signed checkpoint:", markup=False)
+    out.print(note, markup=False, end="")
+
+
+@audit.command("tail")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("-n", "count", type=click.IntRange(1), default=20, show_default=True)
+def audit_tail(directory: Path, count: int) -> None:
+    """The last events of the log in DIRECTORY, one JSON object a line."""
+    try:
+        records = _records(directory)
+    except (AuthgateError, OSError) as exc:
+        message = exc.message if isinstance(exc, AuthgateError) else str(exc)
+        raise Failure(AuthgateError(message)) from None
+    first = max(0, len(records) - count)
+    for seq, payload in enumerate(records[first:], start=first):
+        click.echo(json.dumps({"seq": seq, **as_dict(decode(payload))}, sort_keys=True))
