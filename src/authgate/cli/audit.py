@@ -5,12 +5,13 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from authgate.audit import merkle
+from authgate.audit import index, merkle
 from authgate.audit.event import as_dict, decode
 from authgate.audit.note import Checkpoint, open_note
 from authgate.audit.segment import ScanEnd, list_segments, scan
@@ -103,10 +104,10 @@ def audit_proof(directory: Path, seq: int, as_json: bool) -> None:
             raise InvalidProof("the log has no signed checkpoint yet")
         note = notes[-1].read_text()
         checkpoint = Checkpoint.parse(open_note(note, verifiers).text)
-        records = _records(directory)[: checkpoint.size]
         if seq >= checkpoint.size:
             raise InvalidProof(f"record {seq} is not covered by checkpoint {checkpoint.size}")
-        leaves = [merkle.leaf_hash(r) for r in records]
+        leaves = index.leaves(directory)[: checkpoint.size]
+        records = _records(directory)
         proof = merkle.inclusion_proof(seq, leaves)
         merkle.verify_inclusion(seq, checkpoint.size, leaves[seq], proof, checkpoint.root)
     except (AuthgateError, OSError) as exc:
@@ -143,3 +144,62 @@ def audit_tail(directory: Path, count: int) -> None:
     first = max(0, len(records) - count)
     for seq, payload in enumerate(records[first:], start=first):
         click.echo(json.dumps({"seq": seq, **as_dict(decode(payload))}, sort_keys=True))
+
+
+@audit.command("reindex")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def audit_reindex(directory: Path) -> None:
+    """Rebuild the query index of the log in DIRECTORY from its segments."""
+    try:
+        count = index.rebuild(directory)
+    except (AuthgateError, OSError) as exc:
+        message = exc.message if isinstance(exc, AuthgateError) else str(exc)
+        raise Failure(AuthgateError(message)) from None
+    out.print(f"indexed {count} records")
+
+
+@audit.command("query")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--principal")
+@click.option("--type", "event_type", help="authn, authz, ratelimit, admin, token, handoff, ...")
+@click.option("--outcome", help="allow, deny, step_up")
+@click.option("--reason", help="a reason code, e.g. revoked_key")
+@click.option("--request-id")
+@click.option("--correlation", "correlation_id")
+@click.option("--client-hash", help="from 'authgate audit hash ADDRESS'")
+@click.option("--since", type=click.DateTime(), help="UTC, e.g. 2026-12-04T21:00:00")
+@click.option("--until", type=click.DateTime())
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+def audit_query(
+    directory: Path,
+    principal: str | None,
+    event_type: str | None,
+    outcome: str | None,
+    reason: str | None,
+    request_id: str | None,
+    correlation_id: str | None,
+    client_hash: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+) -> None:
+    """Events of the log in DIRECTORY matching every filter, as JSON lines."""
+
+    def ns(moment: datetime | None) -> int | None:
+        return None if moment is None else int(moment.replace(tzinfo=UTC).timestamp() * 1e9)
+
+    try:
+        digest = None if client_hash is None else bytes.fromhex(client_hash)
+    except ValueError:
+        raise click.BadParameter("--client-hash must be hex") from None
+    q = index.Query(
+        principal, event_type, outcome, reason, request_id, correlation_id, digest,
+        ns(since), ns(until), limit,
+    )  # fmt: skip
+    try:
+        rows = index.query(directory, q)
+    except (AuthgateError, OSError) as exc:
+        message = exc.message if isinstance(exc, AuthgateError) else str(exc)
+        raise Failure(AuthgateError(message)) from None
+    for row in rows:
+        click.echo(json.dumps(row, sort_keys=True))
