@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -106,3 +107,51 @@ async def test_malformed_json_is_invalid_request(admin: tuple[httpx.AsyncClient,
         "/admin/principals", content=b"{not json", headers={"Authorization": f"Bearer {key}"}
     )
     assert (answer.status_code, answer.json()["error"]) == (400, "invalid_request")
+
+
+async def test_audit_endpoints_serve_checkpoints_proofs_and_events(
+    bed: Harness, tmp_path: Path
+) -> None:
+    from authgate.audit import merkle
+    from authgate.audit.log import Ledger
+    from authgate.audit.note import Signer
+
+    ledger = Ledger(tmp_path, "test.local/w0", Signer.generate("test.local/w0"))
+    ledger.open()
+    root = await bed.identity.create_principal(Kind.SYSTEM, "root", 5)
+    key = (await bed.identity.issue_key(root.id)).key
+    app = build_admin_app(bed.identity, ledger, bed.clock, tmp_path)
+    auth = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://admin"
+    ) as client:
+        for name in ("a", "b", "c"):  # three audited admin changes
+            made = await client.post("/admin/principals", json={"name": name}, headers=auth)
+            assert made.status_code == 200
+        ledger.close()  # signs the final checkpoint
+        cp = (await client.get("/audit/checkpoint", headers=auth)).json()
+        assert cp["size"] == 3
+        inc = (await client.get("/audit/proof/inclusion?seq=1", headers=auth)).json()
+        merkle.verify_inclusion(
+            1,
+            3,
+            bytes.fromhex(inc["leaf_hash"]),
+            [bytes.fromhex(p) for p in inc["proof"]],
+            bytes.fromhex(cp["root"]),
+        )
+        con = (await client.get("/audit/proof/consistency?from=1&to=3", headers=auth)).json()
+        merkle.verify_consistency(
+            1,
+            3,
+            [bytes.fromhex(p) for p in con["proof"]],
+            bytes.fromhex(con["from_root"]),
+            bytes.fromhex(cp["root"]),
+        )
+        events = (await client.get("/audit/events?type=admin", headers=auth)).json()
+        assert [e["action"] for e in events] == ["principal.add"] * 3
+        bad = await client.get("/audit/proof/inclusion?seq=x", headers=auth)
+        assert (bad.status_code, bad.json()["error"]) == (400, "invalid_request")
+        beyond = await client.get("/audit/proof/inclusion?seq=9", headers=auth)
+        assert (beyond.status_code, beyond.json()["error"]) == (400, "invalid_proof")
+        anonymous = await client.get("/audit/checkpoint")
+        assert anonymous.status_code == 401

@@ -102,7 +102,12 @@ async def start(settings: Settings, *, worker: int = 0, reuse_port: bool = False
     control = None
     if settings.control.enabled and worker == 0:
         control = ControlServer(
-            build_admin_app(services.identity, services.sink, services.clock),
+            build_admin_app(
+                services.identity,
+                services.sink,
+                services.clock,
+                services.ledger.directory if services.ledger is not None else None,
+            ),
             settings.control.host,
             settings.control.port,
         )

@@ -7,17 +7,15 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import click
 
-from authgate.audit import index, merkle
+from authgate.audit import index, proofs
 from authgate.audit.event import as_dict, decode
-from authgate.audit.note import Checkpoint, open_note
 from authgate.audit.segment import ScanEnd, list_segments, scan
 from authgate.audit.verify import trusted_keys, verify_log
 from authgate.cli.common import Failure, out, print_json, settings_of
-from authgate.errors import AuthgateError, InvalidProof
+from authgate.errors import AuthgateError
 from authgate.wiring import load_hmac_key
 
 
@@ -98,37 +96,19 @@ def _records(directory: Path) -> list[bytes]:
 def audit_proof(directory: Path, seq: int, as_json: bool) -> None:
     """The inclusion proof of record SEQ against the log's latest signed checkpoint."""
     try:
-        verifiers = trusted_keys(directory, ())
-        notes = sorted((directory / "checkpoints").glob("*.note"))
-        if not notes:
-            raise InvalidProof("the log has no signed checkpoint yet")
-        note = notes[-1].read_text()
-        checkpoint = Checkpoint.parse(open_note(note, verifiers).text)
-        if seq >= checkpoint.size:
-            raise InvalidProof(f"record {seq} is not covered by checkpoint {checkpoint.size}")
-        leaves = index.leaves(directory)[: checkpoint.size]
-        records = _records(directory)
-        proof = merkle.inclusion_proof(seq, leaves)
-        merkle.verify_inclusion(seq, checkpoint.size, leaves[seq], proof, checkpoint.root)
+        view = proofs.inclusion(directory, seq)
+        view["event"] = as_dict(decode(_records(directory)[seq]))
     except (AuthgateError, OSError) as exc:
         message = exc.message if isinstance(exc, AuthgateError) else str(exc)
         raise Failure(AuthgateError(message)) from None
-    view: dict[str, Any] = {
-        "seq": seq,
-        "tree_size": checkpoint.size,
-        "leaf_hash": leaves[seq].hex(),
-        "proof": [p.hex() for p in proof],
-        "checkpoint": note,
-        "event": as_dict(decode(records[seq])),
-    }
     if as_json:
         print_json(view)
         return
-    out.print(f"record {seq} of {checkpoint.size}: leaf {view['leaf_hash']}", markup=False)
-    for i, step in enumerate(proof):
-        out.print(f"  proof[{i}] {step.hex()}", markup=False)
+    out.print(f"record {seq} of {view['tree_size']}: leaf {view['leaf_hash']}", markup=False)
+    for i, step in enumerate(view["proof"]):
+        out.print(f"  proof[{i}] {step}", markup=False)
     out.print("verified against the signed checkpoint:", markup=False)
-    out.print(note, markup=False, end="")
+    out.print(view["checkpoint"], markup=False, end="")
 
 
 @audit.command("tail")

@@ -8,8 +8,10 @@ recorded as an ``admin`` audit event.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -18,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from authgate.audit import index, proofs
 from authgate.audit.event import AuditEvent, EventType, new_event_id
 from authgate.audit.sink import AuditSink
 from authgate.clock import Clock
@@ -26,6 +29,7 @@ from authgate.errors import (
     AuthgateError,
     Forbidden,
     InvalidRequest,
+    NotFound,
     Reason,
 )
 from authgate.identity.ids import Kind
@@ -37,6 +41,7 @@ _STATUS = {
     "authentication_failed": 401,
     "forbidden": 403,
     "not_found": 404,
+    "invalid_proof": 400,
     "conflict": 409,
     "store_unavailable": 503,
 }
@@ -95,8 +100,11 @@ def _error(error: AuthgateError) -> JSONResponse:
     return JSONResponse({"error": error.code, "message": error.message}, status, headers)
 
 
-def build_admin_app(identity: IdentityService, sink: AuditSink, clock: Clock) -> Starlette:
-    """The admin API over an identity service; admin changes are audited into ``sink``."""
+def build_admin_app(
+    identity: IdentityService, sink: AuditSink, clock: Clock, log_dir: Path | None = None
+) -> Starlette:
+    """The admin API over an identity service; admin changes are audited into ``sink``.
+    With ``log_dir`` (this worker's ledger) it also serves checkpoints, proofs and events."""
 
     def admin_of(request: Request) -> str:
         auth = request.headers.get("authorization", "")
@@ -197,7 +205,48 @@ def build_admin_app(identity: IdentityService, sink: AuditSink, clock: Clock) ->
         issued = await identity.rotate_key(request.path_params["key_id"], body.overlap_s)
         return {**issued.record.public(now()), "key": issued.key}
 
+    def need_log() -> Path:
+        if log_dir is None:
+            raise NotFound("the audit ledger is off")
+        return log_dir
+
+    def int_param(request: Request, name: str) -> int:
+        raw = request.query_params.get(name, "")
+        if not raw.isdigit():
+            raise InvalidRequest(f"query parameter {name!r} must be a non-negative integer")
+        return int(raw)
+
+    async def checkpoint(request: Request, admin: str) -> Any:
+        note, cp = await asyncio.to_thread(proofs.latest_checkpoint, need_log())
+        return {"origin": cp.origin, "size": cp.size, "root": cp.root.hex(), "note": note}
+
+    async def inclusion(request: Request, admin: str) -> Any:
+        seq = int_param(request, "seq")
+        return await asyncio.to_thread(proofs.inclusion, need_log(), seq)
+
+    async def consistency(request: Request, admin: str) -> Any:
+        size1, size2 = int_param(request, "from"), int_param(request, "to")
+        return await asyncio.to_thread(proofs.consistency, need_log(), size1, size2)
+
+    async def events(request: Request, admin: str) -> Any:
+        params = request.query_params
+        limit = int_param(request, "limit") if "limit" in params else 100
+        q = index.Query(
+            principal=params.get("principal"),
+            type=params.get("type"),
+            outcome=params.get("outcome"),
+            reason=params.get("reason"),
+            request_id=params.get("request_id"),
+            correlation_id=params.get("correlation_id"),
+            limit=min(limit, 10_000),
+        )
+        return await asyncio.to_thread(index.query, need_log(), q)
+
     routes = [
+        Route("/audit/checkpoint", endpoint(checkpoint), methods=["GET"]),
+        Route("/audit/proof/inclusion", endpoint(inclusion), methods=["GET"]),
+        Route("/audit/proof/consistency", endpoint(consistency), methods=["GET"]),
+        Route("/audit/events", endpoint(events), methods=["GET"]),
         Route("/admin/principals", endpoint(list_principals), methods=["GET"]),
         Route("/admin/principals", endpoint(add_principal, "principal.add"), methods=["POST"]),
         Route("/admin/principals/{ref}", endpoint(show_principal), methods=["GET"]),
