@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,42 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path: Path, delay: float) -> None
     log.close()
     assert report.size > max(acknowledged)
     assert len(payloads(tmp_path)) == report.size
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs: a real file system that runs out of space."""
+    mountpoint = tmp_path / "disk"
+    mountpoint.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a tmpfs under CI: {done.stderr!r}")
+        pytest.skip("mounting a tmpfs needs root")
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+async def test_disk_full_fails_closed_and_keeps_what_was_acknowledged(small_disk: Path) -> None:
+    log = ledger(small_disk / "log", segment_bytes=1 << 30)
+    log.open()
+    acked: list[int] = []
+
+    async def fill() -> None:
+        for i in range(100_000):  # ~100 bytes each: the 256 KiB disk fills long before
+            acked.append(await log.emit_durable(event(i)))
+
+    with pytest.raises(AuditUnavailable):
+        await fill()
+    acknowledged = len(acked)
+    assert acknowledged > 100
+    with pytest.raises(AuditUnavailable):  # async mode is refused too: no silent drops
+        log.emit(event(-1))
+    log.close()
+    on_disk = payloads(small_disk / "log")
+    assert len(on_disk) >= acknowledged
+    assert [decode(p).ts_ns for p in on_disk[:acknowledged]] == list(range(acknowledged))
