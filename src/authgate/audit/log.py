@@ -33,6 +33,7 @@ from pathlib import Path
 from authgate.audit.event import AuditEvent, encode
 from authgate.audit.merkle import Frontier, leaf_hash
 from authgate.audit.note import Checkpoint, Signer, Verifier, open_note, sign_note
+from authgate.audit.retention import load_frontier
 from authgate.audit.segment import (
     ScanEnd,
     frame,
@@ -148,6 +149,7 @@ class Ledger:
 
     def _recover(self) -> Recovery:
         report = Recovery()
+        self.frontier = load_frontier(self.directory)  # after retention the log starts later
         latest = self.latest_checkpoint()
         report.checkpoint_size = latest.size if latest else None
         checkpoint_root = None
@@ -172,6 +174,8 @@ class Ledger:
                 if latest is not None and self.frontier.size == latest.size:
                     checkpoint_root = self.frontier.root()
         report.size = self.frontier.size
+        if latest is not None and latest.size == self.frontier.size and checkpoint_root is None:
+            checkpoint_root = self.frontier.root()  # the checkpoint is at the retention cut
         if latest is not None:
             if latest.size > self.frontier.size:
                 raise InvalidRecord(

@@ -167,6 +167,16 @@ class Frontier:
         self.size = 0
         self.nodes: list[bytes] = []  # largest subtree first
 
+    @classmethod
+    def restore(cls, size: int, nodes: Sequence[bytes]) -> Frontier:
+        """A frontier saved earlier (one node per set bit of ``size``, largest first)."""
+        if size < 0 or len(nodes) != bin(size).count("1") or any(len(n) != 32 for n in nodes):
+            raise InvalidProof(f"a frontier of size {size} has {bin(size).count('1')} nodes")
+        frontier = cls()
+        frontier.size = size
+        frontier.nodes = list(nodes)
+        return frontier
+
     def append(self, leaf: bytes) -> None:
         """Add one leaf hash."""
         self.nodes.append(leaf)

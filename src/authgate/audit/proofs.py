@@ -8,6 +8,7 @@ from typing import Any
 
 from authgate.audit import index, merkle
 from authgate.audit.note import Checkpoint, Verifier, open_note
+from authgate.audit.retention import load_frontier
 from authgate.errors import InvalidProof
 
 
@@ -26,8 +27,16 @@ def latest_checkpoint(directory: Path) -> tuple[str, Checkpoint]:
     return note, Checkpoint.parse(open_note(note, [verifier]).text)
 
 
+def _whole_log(directory: Path) -> None:
+    if load_frontier(directory).size:
+        raise InvalidProof(
+            "this log was pruned; proofs need its records from 0 (use the export that holds them)"
+        )
+
+
 def inclusion(directory: Path, seq: int) -> dict[str, Any]:
     """Record ``seq``'s inclusion proof against the latest checkpoint, verified."""
+    _whole_log(directory)
     note, checkpoint = latest_checkpoint(directory)
     if not 0 <= seq < checkpoint.size:
         raise InvalidProof(f"record {seq} is not covered by checkpoint {checkpoint.size}")
@@ -45,6 +54,7 @@ def inclusion(directory: Path, seq: int) -> dict[str, Any]:
 
 def consistency(directory: Path, size1: int, size2: int) -> dict[str, Any]:
     """The consistency proof between tree sizes ``size1`` <= ``size2`` of the log."""
+    _whole_log(directory)
     leaves = index.leaves(directory)
     if not 0 <= size1 <= size2 <= len(leaves):
         raise InvalidProof(f"need 0 <= from <= to <= {len(leaves)}")

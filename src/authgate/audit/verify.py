@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from authgate.audit.event import decode
-from authgate.audit.merkle import Frontier, leaf_hash
+from authgate.audit.merkle import leaf_hash
 from authgate.audit.note import Checkpoint, Verifier, open_note
+from authgate.audit.retention import load_frontier
 from authgate.audit.segment import ScanEnd, list_segments, scan
 from authgate.errors import AuthgateError
 
@@ -56,8 +57,12 @@ def verify_log(directory: Path, verifiers: Sequence[Verifier]) -> Report:
         checkpoints[cp.size] = (path, cp)
     report.checkpoints = len(checkpoints)
 
-    frontier = Frontier()
-    good_until = 0  # records [0, good_until) are vouched for by a matching checkpoint
+    try:
+        frontier = load_frontier(directory)  # an export or a pruned log starts past record 0
+    except AuthgateError as exc:
+        report.problems.append(exc.message)
+        return report
+    good_until = frontier.size  # records before this are vouched for (or not ours to check)
     mismatches = 0
     segments = list_segments(directory / "segments")
     try:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import hmac
 import json
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
-from authgate.audit import index, proofs
+from authgate.audit import index, proofs, retention
 from authgate.audit.event import as_dict, decode
 from authgate.audit.segment import ScanEnd, list_segments, scan
 from authgate.audit.verify import trusted_keys, verify_log
@@ -183,3 +185,42 @@ def audit_query(
         raise Failure(AuthgateError(message)) from None
     for row in rows:
         click.echo(json.dumps(row, sort_keys=True))
+
+
+@audit.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--from", "first", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--to", "last", type=click.IntRange(0), help="Last record (default: all).")
+def audit_export(directory: Path, out: Path, first: int, last: int | None) -> None:
+    """Copy the segments holding records FROM..TO, their checkpoints, the verifier key and
+    the frontier at the cut into OUT: a directory 'audit verify' checks on another machine."""
+    try:
+        names = retention.export(directory, first, last if last is not None else 2**63, out)
+    except (AuthgateError, OSError) as exc:
+        message = exc.message if isinstance(exc, AuthgateError) else str(exc)
+        raise Failure(AuthgateError(message)) from None
+    click.echo(f"exported {len(names)} segments to {out}")
+
+
+@audit.command("prune")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--before", type=click.IntRange(1), required=True, help="Keep records >= this.")
+def audit_prune(directory: Path, before: int) -> None:
+    """Delete whole segments whose records all come before --before (export them first).
+    Refused while a server holds the log."""
+    lock = directory / "LOCK"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AuthgateError("a running server holds this log; stop it first") from None
+        try:
+            names = retention.prune(directory, before)
+        finally:
+            os.close(fd)
+    except (AuthgateError, OSError) as exc:
+        message = exc.message if isinstance(exc, AuthgateError) else str(exc)
+        raise Failure(AuthgateError(message)) from None
+    click.echo(f"deleted {len(names)} segments")
