@@ -145,3 +145,28 @@ def test_a_rewritten_history_is_not_consistent() -> None:
 def test_out_of_range_inclusion_is_refused(index: int, size: int) -> None:
     with pytest.raises(InvalidProof):
         merkle.verify_inclusion(index, size, LEAVES[0], [], merkle.root(LEAVES[:3]))
+
+
+@settings(max_examples=150)
+@given(leaf_lists, st.data())
+def test_proofs_after_a_cut_equal_the_full_trees(leaves: list[bytes], data: st.DataObject) -> None:
+    size = len(leaves)
+    cut = data.draw(st.integers(0, size))
+    frontier = merkle.Frontier()
+    for leaf in leaves[:cut]:
+        frontier.append(leaf)
+    mth = merkle.after_cut(frontier.size, frontier.nodes, leaves[cut:])
+    assert mth(0, size) == merkle.root(leaves)
+    for index in range(cut, size):
+        assert merkle.path_in(index, size, mth) == merkle.inclusion_proof(index, leaves)
+    size1 = data.draw(st.integers(cut, size))
+    assert merkle.consistency_in(size1, size, mth) == merkle.consistency_proof(size1, leaves)
+    if cut > 0:  # an earlier leaf's proof is either still the true one or refused
+        early = data.draw(st.integers(0, cut - 1))
+        try:
+            partial = merkle.path_in(early, size, mth)
+        except InvalidProof as exc:
+            refusal = exc.message
+            assert "pruned" in refusal
+        else:
+            assert partial == merkle.inclusion_proof(early, leaves)

@@ -60,6 +60,8 @@ def test_pruning_keeps_the_log_verifiable_and_writable(tmp_path: Path) -> None:
     log = tmp_path / "log"
     grow(log, 0, 40)
     before = len(list_segments(log / "segments"))
+    indexed = CliRunner().invoke(main, ["audit", "query", str(log), "--limit", "1"])
+    assert indexed.exit_code == 0  # the index now holds rows the prune will remove
     done = CliRunner().invoke(main, ["audit", "prune", str(log), "--before", "20"])
     assert done.exit_code == 0, done.output
     remaining = list_segments(log / "segments")
@@ -70,9 +72,12 @@ def test_pruning_keeps_the_log_verifiable_and_writable(tmp_path: Path) -> None:
     report = verify_log(log, TRUSTED)
     assert report.ok, report.problems
     assert report.records == 45
-    proof = CliRunner().invoke(main, ["audit", "proof", str(log), "30"])
-    assert proof.exit_code == 2
-    assert "pruned" in proof.output
+    proof = CliRunner().invoke(main, ["audit", "proof", str(log), "30", "--json"])
+    assert proof.exit_code == 0, proof.output  # proofs of later records stay possible
+    assert json.loads(proof.stdout)["event"]["ts_ns"] == 30
+    early = CliRunner().invoke(main, ["audit", "proof", str(log), "3"])
+    assert early.exit_code == 2
+    assert "pruned" in early.output
 
 
 def test_prune_is_refused_while_a_server_holds_the_log(tmp_path: Path) -> None:

@@ -108,7 +108,7 @@ def update(directory: Path) -> int:
             db.execute(
                 "INSERT INTO meta (key, value) VALUES ('indexed', ?) "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (start + len(rows),),
+                (rows[-1][0] + 1 if rows else start,),
             )
         return len(rows)
     finally:
@@ -161,11 +161,13 @@ def query(directory: Path, q: Query) -> list[dict[str, Any]]:
     return out
 
 
-def leaves(directory: Path) -> list[bytes]:
-    """Every indexed leaf hash, in order (for proofs without re-hashing the log)."""
+def leaves(directory: Path, first: int = 0) -> list[bytes]:
+    """The leaf hashes of records ``first`` onwards, in order (for proofs without re-hashing
+    the log; a pruned log passes the first record it still holds)."""
     update(directory)
     db = connect(directory)
     try:
-        return [bytes(row[0]) for row in db.execute("SELECT leaf FROM events ORDER BY seq")]
+        rows = db.execute("SELECT leaf FROM events WHERE seq >= ? ORDER BY seq", (first,))
+        return [bytes(row[0]) for row in rows]
     finally:
         db.close()

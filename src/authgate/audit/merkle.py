@@ -15,7 +15,7 @@ consistency proofs) are pinned in ``tests/vectors/merkle.json``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from authgate.errors import InvalidProof
 
@@ -37,55 +37,100 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
+Subtree = Callable[[int, int], bytes]  # MTH of the leaves [lo, hi)
+
+
 def root(leaves: Sequence[bytes]) -> bytes:
     """MTH(D[n]) of a list of leaf hashes."""
     if not leaves:
         return EMPTY_ROOT
-    return _mth(leaves, 0, len(leaves))
+    return _over(leaves)(0, len(leaves))
 
 
-def _mth(leaves: Sequence[bytes], lo: int, hi: int) -> bytes:
-    n = hi - lo
-    if n == 1:
-        return leaves[lo]
-    k = _split(n)
-    return node_hash(_mth(leaves, lo, lo + k), _mth(leaves, lo + k, hi))
+def _over(leaves: Sequence[bytes]) -> Subtree:
+    def mth(lo: int, hi: int) -> bytes:
+        n = hi - lo
+        if n == 1:
+            return leaves[lo]
+        k = _split(n)
+        return node_hash(mth(lo, lo + k), mth(lo + k, hi))
+
+    return mth
 
 
 def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
     """PATH(index, D[n]): the audit path of leaf ``index`` in the tree of ``leaves``."""
-    if not 0 <= index < len(leaves):
-        raise InvalidProof(f"leaf {index} is not in a tree of size {len(leaves)}")
-    return _path(index, leaves, 0, len(leaves))
+    return path_in(index, len(leaves), _over(leaves))
 
 
-def _path(m: int, leaves: Sequence[bytes], lo: int, hi: int) -> list[bytes]:
+def path_in(index: int, size: int, mth: Subtree) -> list[bytes]:
+    """PATH(index, D[size]) over any source of subtree hashes."""
+    if not 0 <= index < size:
+        raise InvalidProof(f"leaf {index} is not in a tree of size {size}")
+    return _path(index, 0, size, mth)
+
+
+def _path(m: int, lo: int, hi: int, mth: Subtree) -> list[bytes]:
     n = hi - lo
     if n == 1:
         return []
     k = _split(n)
     if m < k:
-        return [*_path(m, leaves, lo, lo + k), _mth(leaves, lo + k, hi)]
-    return [*_path(m - k, leaves, lo + k, hi), _mth(leaves, lo, lo + k)]
+        return [*_path(m, lo, lo + k, mth), mth(lo + k, hi)]
+    return [*_path(m - k, lo + k, hi, mth), mth(lo, lo + k)]
 
 
 def consistency_proof(size1: int, leaves: Sequence[bytes]) -> list[bytes]:
     """PROOF(size1, D[n]): proves the tree of the first ``size1`` leaves is a prefix."""
-    if not 0 <= size1 <= len(leaves):
-        raise InvalidProof(f"size {size1} is not within a tree of size {len(leaves)}")
-    if size1 in (0, len(leaves)):
+    return consistency_in(size1, len(leaves), _over(leaves))
+
+
+def consistency_in(size1: int, size2: int, mth: Subtree) -> list[bytes]:
+    """PROOF(size1, D[size2]) over any source of subtree hashes."""
+    if not 0 <= size1 <= size2:
+        raise InvalidProof(f"size {size1} is not within a tree of size {size2}")
+    if size1 in (0, size2):
         return []
-    return _subproof(size1, leaves, 0, len(leaves), True)
+    return _subproof(size1, 0, size2, True, mth)
 
 
-def _subproof(m: int, leaves: Sequence[bytes], lo: int, hi: int, whole: bool) -> list[bytes]:
+def _subproof(m: int, lo: int, hi: int, whole: bool, mth: Subtree) -> list[bytes]:
     n = hi - lo
     if m == n:
-        return [] if whole else [_mth(leaves, lo, hi)]
+        return [] if whole else [mth(lo, hi)]
     k = _split(n)
     if m <= k:
-        return [*_subproof(m, leaves, lo, lo + k, whole), _mth(leaves, lo + k, hi)]
-    return [*_subproof(m - k, leaves, lo + k, hi, False), _mth(leaves, lo, lo + k)]
+        return [*_subproof(m, lo, lo + k, whole, mth), mth(lo + k, hi)]
+    return [*_subproof(m - k, lo + k, hi, False, mth), mth(lo, lo + k)]
+
+
+def after_cut(
+    frontier_size: int, frontier_nodes: Sequence[bytes], later: Sequence[bytes]
+) -> Subtree:
+    """Subtree hashes of a tree whose leaves before ``frontier_size`` are gone: the frontier's
+    perfect subtrees stand in for them. Every subtree that proofs of later leaves need is
+    a frontier node or is built from them and later leaves; asking for one inside a
+    frontier node raises InvalidProof."""
+    blocks: dict[tuple[int, int], bytes] = {}
+    lo = 0
+    bits = [b for b in range(frontier_size.bit_length() - 1, -1, -1) if frontier_size >> b & 1]
+    for bit, node in zip(bits, frontier_nodes, strict=True):
+        blocks[(lo, lo + (1 << bit))] = node
+        lo += 1 << bit
+
+    def mth(lo: int, hi: int) -> bytes:
+        known = blocks.get((lo, hi))
+        if known is not None:
+            return known
+        n = hi - lo
+        if n == 1:
+            if lo < frontier_size:
+                raise InvalidProof(f"leaf {lo} was pruned; this proof needs it")
+            return later[lo - frontier_size]
+        k = _split(n)
+        return node_hash(mth(lo, lo + k), mth(lo + k, hi))
+
+    return mth
 
 
 def verify_inclusion(

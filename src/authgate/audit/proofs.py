@@ -27,26 +27,27 @@ def latest_checkpoint(directory: Path) -> tuple[str, Checkpoint]:
     return note, Checkpoint.parse(open_note(note, [verifier]).text)
 
 
-def _whole_log(directory: Path) -> None:
-    if load_frontier(directory).size:
-        raise InvalidProof(
-            "this log was pruned; proofs need its records from 0 (use the export that holds them)"
-        )
+def _tree(directory: Path) -> tuple[int, merkle.Subtree]:
+    """The log's size and its subtree hashes (standing in the frontier for pruned leaves)."""
+    frontier = load_frontier(directory)
+    later = index.leaves(directory, frontier.size)
+    size = frontier.size + len(later)
+    return size, merkle.after_cut(frontier.size, frontier.nodes, later)
 
 
 def inclusion(directory: Path, seq: int) -> dict[str, Any]:
     """Record ``seq``'s inclusion proof against the latest checkpoint, verified."""
-    _whole_log(directory)
     note, checkpoint = latest_checkpoint(directory)
     if not 0 <= seq < checkpoint.size:
         raise InvalidProof(f"record {seq} is not covered by checkpoint {checkpoint.size}")
-    leaves = index.leaves(directory)[: checkpoint.size]
-    proof = merkle.inclusion_proof(seq, leaves)
-    merkle.verify_inclusion(seq, checkpoint.size, leaves[seq], proof, checkpoint.root)
+    _, mth = _tree(directory)
+    leaf = mth(seq, seq + 1)
+    proof = merkle.path_in(seq, checkpoint.size, mth)
+    merkle.verify_inclusion(seq, checkpoint.size, leaf, proof, checkpoint.root)
     return {
         "seq": seq,
         "tree_size": checkpoint.size,
-        "leaf_hash": leaves[seq].hex(),
+        "leaf_hash": leaf.hex(),
         "proof": [p.hex() for p in proof],
         "checkpoint": note,
     }
@@ -54,15 +55,14 @@ def inclusion(directory: Path, seq: int) -> dict[str, Any]:
 
 def consistency(directory: Path, size1: int, size2: int) -> dict[str, Any]:
     """The consistency proof between tree sizes ``size1`` <= ``size2`` of the log."""
-    _whole_log(directory)
-    leaves = index.leaves(directory)
-    if not 0 <= size1 <= size2 <= len(leaves):
-        raise InvalidProof(f"need 0 <= from <= to <= {len(leaves)}")
-    proof = merkle.consistency_proof(size1, leaves[:size2])
+    size, mth = _tree(directory)
+    if not 0 <= size1 <= size2 <= size:
+        raise InvalidProof(f"need 0 <= from <= to <= {size}")
+    proof = merkle.consistency_in(size1, size2, mth)
     return {
         "from": size1,
         "to": size2,
-        "from_root": merkle.root(leaves[:size1]).hex(),
-        "to_root": merkle.root(leaves[:size2]).hex(),
+        "from_root": (mth(0, size1) if size1 else merkle.EMPTY_ROOT).hex(),
+        "to_root": (mth(0, size2) if size2 else merkle.EMPTY_ROOT).hex(),
         "proof": [p.hex() for p in proof],
     }

@@ -99,7 +99,8 @@ def audit_proof(directory: Path, seq: int, as_json: bool) -> None:
     """The inclusion proof of record SEQ against the log's latest signed checkpoint."""
     try:
         view = proofs.inclusion(directory, seq)
-        view["event"] = as_dict(decode(_records(directory)[seq]))
+        first = retention.load_frontier(directory).size  # a pruned log starts later
+        view["event"] = as_dict(decode(_records(directory)[seq - first]))
     except (AuthgateError, OSError) as exc:
         message = exc.message if isinstance(exc, AuthgateError) else str(exc)
         raise Failure(AuthgateError(message)) from None
