@@ -139,13 +139,18 @@ async def test_a_failed_fsync_fails_closed(tmp_path: Path, monkeypatch: pytest.M
     log.close()
 
 
-def test_a_full_queue_refuses_and_counts(tmp_path: Path) -> None:
+def test_a_full_queue_refuses_counts_and_raises_the_alarm(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     log = ledger(tmp_path, queue_max=10)  # not opened: nothing drains the queue
     for i in range(10):
         log.emit(event(i))
-    with pytest.raises(AuditUnavailable, match="full"):
-        log.emit(event(10))
-    assert log.overflows == 1
+    for i in range(5):
+        with pytest.raises(AuditUnavailable, match="full"):
+            log.emit(event(10 + i))
+    assert log.overflows == 5
+    alarms = [r for r in caplog.records if "audit queue full" in r.getMessage()]
+    assert [r.levelname for r in alarms] == ["ERROR"] * 3  # at 1, 2 and 4 refusals
 
 
 CRASHER = textwrap.dedent(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -45,6 +46,7 @@ from authgate.audit.segment import (
 )
 from authgate.errors import AuditUnavailable, InvalidRecord
 
+log = logging.getLogger(__name__)
 Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[int]"]
 
 
@@ -214,6 +216,8 @@ class Ledger:
             raise AuditUnavailable("the audit ledger stopped after a write error")
         if len(self._queue) >= self.queue_max:
             self.overflows += 1
+            if self.overflows & (self.overflows - 1) == 0:  # the alarm, at 1, 2, 4, 8, ...
+                log.error("audit queue full: %d events refused so far", self.overflows)
             raise AuditUnavailable("the audit queue is full")
         queue = self._queue
         queue.append((payload, waiter))
