@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hmac
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,8 +18,21 @@ from authgate.audit.event import as_dict, decode
 from authgate.audit.segment import ScanEnd, list_segments, scan
 from authgate.audit.verify import trusted_keys, verify_log
 from authgate.cli.common import Failure, out, print_json, settings_of
-from authgate.errors import AuthgateError
+from authgate.errors import AuditUnavailable, AuthgateError
 from authgate.wiring import load_hmac_key
+
+
+@contextlib.contextmanager
+def failing_cleanly() -> Iterator[None]:
+    """Errors as one line with their stable code: an AuthgateError as it is, a file-system
+    error as audit_unavailable."""
+    try:
+        yield
+    except AuthgateError as exc:
+        raise Failure(exc) from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise Failure(AuditUnavailable(f"{where}{exc.strerror or exc}")) from None
 
 
 @click.group()
@@ -32,10 +46,8 @@ def audit() -> None:
 def audit_hash(ctx: click.Context, value: str) -> None:
     """Print VALUE's digest under the audit HMAC key, to search events by client address."""
     settings = settings_of(ctx)
-    try:
+    with failing_cleanly():
         key = load_hmac_key(settings.path(settings.audit.hmac_key_file), create=False)
-    except AuthgateError as exc:
-        raise Failure(exc) from None
     click.echo(hmac.digest(key, value.encode(), "sha256").hex())
 
 
@@ -51,11 +63,8 @@ def audit_hash(ctx: click.Context, value: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def audit_verify(directory: Path, vkeys: Sequence[str], as_json: bool) -> None:
     """Recompute every leaf and root of the log in DIRECTORY and check every checkpoint."""
-    try:
+    with failing_cleanly():
         report = verify_log(directory, trusted_keys(directory, vkeys))
-    except (AuthgateError, OSError) as exc:
-        message = exc.message if isinstance(exc, AuthgateError) else str(exc)
-        raise Failure(AuthgateError(message)) from None
     if as_json:
         print_json(
             {
@@ -97,13 +106,10 @@ def _records(directory: Path) -> list[bytes]:
 @click.option("--json", "as_json", is_flag=True)
 def audit_proof(directory: Path, seq: int, as_json: bool) -> None:
     """The inclusion proof of record SEQ against the log's latest signed checkpoint."""
-    try:
+    with failing_cleanly():
         view = proofs.inclusion(directory, seq)
         first = retention.load_frontier(directory).size  # a pruned log starts later
         view["event"] = as_dict(decode(_records(directory)[seq - first]))
-    except (AuthgateError, OSError) as exc:
-        message = exc.message if isinstance(exc, AuthgateError) else str(exc)
-        raise Failure(AuthgateError(message)) from None
     if as_json:
         print_json(view)
         return
@@ -119,11 +125,8 @@ def audit_proof(directory: Path, seq: int, as_json: bool) -> None:
 @click.option("-n", "count", type=click.IntRange(1), default=20, show_default=True)
 def audit_tail(directory: Path, count: int) -> None:
     """The last events of the log in DIRECTORY, one JSON object a line."""
-    try:
+    with failing_cleanly():
         records = _records(directory)
-    except (AuthgateError, OSError) as exc:
-        message = exc.message if isinstance(exc, AuthgateError) else str(exc)
-        raise Failure(AuthgateError(message)) from None
     first = max(0, len(records) - count)
     for seq, payload in enumerate(records[first:], start=first):
         click.echo(json.dumps({"seq": seq, **as_dict(decode(payload))}, sort_keys=True))
@@ -133,11 +136,8 @@ def audit_tail(directory: Path, count: int) -> None:
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 def audit_reindex(directory: Path) -> None:
     """Rebuild the query index of the log in DIRECTORY from its segments."""
-    try:
+    with failing_cleanly():
         count = index.rebuild(directory)
-    except (AuthgateError, OSError) as exc:
-        message = exc.message if isinstance(exc, AuthgateError) else str(exc)
-        raise Failure(AuthgateError(message)) from None
     out.print(f"indexed {count} records")
 
 
@@ -179,11 +179,8 @@ def audit_query(
         principal, event_type, outcome, reason, request_id, correlation_id, digest,
         ns(since), ns(until), limit,
     )  # fmt: skip
-    try:
+    with failing_cleanly():
         rows = index.query(directory, q)
-    except (AuthgateError, OSError) as exc:
-        message = exc.message if isinstance(exc, AuthgateError) else str(exc)
-        raise Failure(AuthgateError(message)) from None
     for row in rows:
         click.echo(json.dumps(row, sort_keys=True))
 
@@ -196,11 +193,8 @@ def audit_query(
 def audit_export(directory: Path, out: Path, first: int, last: int | None) -> None:
     """Copy the segments holding records FROM..TO, their checkpoints, the verifier key and
     the frontier at the cut into OUT: a directory 'audit verify' checks on another machine."""
-    try:
+    with failing_cleanly():
         names = retention.export(directory, first, last if last is not None else 2**63, out)
-    except (AuthgateError, OSError) as exc:
-        message = exc.message if isinstance(exc, AuthgateError) else str(exc)
-        raise Failure(AuthgateError(message)) from None
     click.echo(f"exported {len(names)} segments to {out}")
 
 
@@ -210,18 +204,14 @@ def audit_export(directory: Path, out: Path, first: int, last: int | None) -> No
 def audit_prune(directory: Path, before: int) -> None:
     """Delete whole segments whose records all come before --before (export them first).
     Refused while a server holds the log."""
-    lock = directory / "LOCK"
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    with failing_cleanly():
+        fd = os.open(directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise AuthgateError("a running server holds this log; stop it first") from None
-        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise AuditUnavailable("a running server holds this log; stop it first") from None
             names = retention.prune(directory, before)
         finally:
             os.close(fd)
-    except (AuthgateError, OSError) as exc:
-        message = exc.message if isinstance(exc, AuthgateError) else str(exc)
-        raise Failure(AuthgateError(message)) from None
     click.echo(f"deleted {len(names)} segments")
