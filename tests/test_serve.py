@@ -217,5 +217,14 @@ def test_durable_audit_mode_records_every_decision(tmp_path: Path) -> None:
         if not isinstance(r, ScanEnd)
     }
     assert hashes == {bytes.fromhex(digest)}
+    agent = f"Python-urllib/{sys.version_info.major}.{sys.version_info.minor}"
+    assert agent.encode() not in segment.read_bytes()
+    agent_digest = cli(env, "audit", "hash", agent).strip()
+    agents = {
+        decode(r.payload).user_agent_hash
+        for r in scan(segment, last=True)
+        if not isinstance(r, ScanEnd)
+    }
+    assert agents == {bytes.fromhex(agent_digest)}
     verified = cli(env, "audit", "verify", str(w0))
     assert verified.startswith("OK    3 records")

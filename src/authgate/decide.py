@@ -134,7 +134,7 @@ class DecisionEngine:
         self.clock = clock
         self.allow_anonymous = allow_anonymous
         self._audit_key = audit_key
-        self._client_hashes: dict[str, bytes] = {}
+        self._hashes: dict[str, bytes] = {}
         self._limits = tuple(Limit.per_minute(t.requests_per_minute, t.burst) for t in policy.tiers)
 
     def decide(
@@ -211,20 +211,23 @@ class DecisionEngine:
             None,
             (time.perf_counter_ns() - started) // 1000,
             None,
-            self._client_hash(client) if client and self._audit_key else None,
+            self._personal(client) if client and self._audit_key else None,
+            self._personal(headers.get("user-agent")) if self._audit_key else None,
         )
         return decision, event
 
-    def _client_hash(self, client: str) -> bytes:
-        """HMAC-SHA256 of the client address under the audit key, memoised (a digest costs
-        ~2 µs here; addresses repeat)."""
-        digest = self._client_hashes.get(client)
+    def _personal(self, value: str | None) -> bytes | None:
+        """HMAC-SHA256 of a personal value (client address, user agent) under the audit key,
+        memoised: a digest costs ~2 µs here and these values repeat."""
+        if value is None:
+            return None
+        digest = self._hashes.get(value)
         if digest is None:
             assert self._audit_key is not None
-            digest = hmac.digest(self._audit_key, client.encode(), "sha256")
-            if len(self._client_hashes) >= 65536:
-                self._client_hashes.clear()
-            self._client_hashes[client] = digest
+            digest = hmac.digest(self._audit_key, value.encode(), "sha256")
+            if len(self._hashes) >= 65536:
+                self._hashes.clear()
+            self._hashes[value] = digest
         return digest
 
     def _decide(

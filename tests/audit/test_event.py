@@ -21,7 +21,7 @@ VECTORS: dict[str, Any] = json.loads(
 
 def from_dict(view: dict[str, Any]) -> AuditEvent:
     fields = dict(view)
-    for name in ("event_id", "client_hash"):
+    for name in ("event_id", "client_hash", "user_agent_hash"):
         if fields[name] is not None:
             fields[name] = bytes.fromhex(fields[name])
     fields["type"] = EventType(fields["type"])
@@ -66,6 +66,7 @@ events = st.builds(
     optional_texts,
     small_ints,
     st.none() | st.dictionaries(texts, texts, max_size=4),
+    st.none() | st.binary(min_size=32, max_size=32),
     st.none() | st.binary(min_size=32, max_size=32),
 )
 

@@ -194,6 +194,11 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path: Path, delay: float) -> None
     log.close()
     assert report.size > max(acknowledged)
     assert len(payloads(tmp_path)) == report.size
+    from authgate.audit.note import Verifier
+    from authgate.audit.verify import verify_log
+
+    verified = verify_log(tmp_path, [Verifier.from_vkey(Signer("test.local/w0", SEED).vkey)])
+    assert verified.ok, verified.problems  # and the restarted log verifies end to end
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ sorted. :func:`decode` accepts only that encoding: any other bytes, even ones th
 to the same values, are an :class:`~authgate.errors.InvalidRecord`. The format is pinned
 by ``tests/vectors/audit_events.json``.
 
-Secrets never enter an event; the client address is stored only as an HMAC (client_hash).
+Secrets never enter an event; the client address and user agent are stored only as HMACs
+(client_hash, user_agent_hash) under the audit key.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class AuditEvent(msgspec.Struct, frozen=True, gc=False, array_like=True):
     latency_us: int | None = None
     details: dict[str, str] | None = None
     client_hash: bytes | None = None
+    user_agent_hash: bytes | None = None
 
 
 FORMAT_VERSION = 1
