@@ -219,7 +219,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
-async def test_disk_full_fails_closed_and_keeps_what_was_acknowledged(small_disk: Path) -> None:
+async def test_disk_full_fails_closed_and_keeps_what_was_acknowledged(
+    small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     log = ledger(small_disk / "log", segment_bytes=1 << 30)
     log.open()
     acked: list[int] = []
@@ -234,7 +236,43 @@ async def test_disk_full_fails_closed_and_keeps_what_was_acknowledged(small_disk
     assert acknowledged > 100
     with pytest.raises(AuditUnavailable):  # async mode is refused too: no silent drops
         log.emit(event(-1))
+    assert any("failing closed" in r.getMessage() for r in caplog.records)  # the alarm
     log.close()
     on_disk = payloads(small_disk / "log")
     assert len(on_disk) >= acknowledged
     assert [decode(p).ts_ns for p in on_disk[:acknowledged]] == list(range(acknowledged))
+
+
+async def test_disk_full_answers_503_over_http_in_durable_mode(small_disk: Path) -> None:
+    from authgate.dataplane.app import build_router
+    from authgate.dataplane.server import Limits, Server
+    from authgate.decide import DecisionEngine
+    from authgate.identity.ids import Kind
+    from authgate.testing import make_harness
+    from tests.dataplane.conftest import exchange, statuses
+
+    bed = await make_harness()
+    p = await bed.identity.create_principal(Kind.AGENT, "a", 5)
+    key = (await bed.identity.issue_key(p.id)).key
+    log = ledger(small_disk / "log", segment_bytes=1 << 30)
+    log.open()
+    engine = DecisionEngine(
+        bed.identity.directory, bed.engine.policy, bed.engine.limiter, log, bed.clock
+    )
+    server = Server(build_router(engine, dict, durable=True), Limits())
+    await server.start("127.0.0.1", 0)
+    request = f"GET /v1/authorize/v1/models HTTP/1.1\r\nX-API-Key: {key}\r\n\r\n".encode()
+    seen: list[int] = []
+    try:
+        for _ in range(5000):  # until the 256 KiB disk is full
+            seen += statuses(await exchange(server.ports[0], request * 20))
+            if 503 in seen:
+                break
+    finally:
+        await server.shutdown(1)
+        log.close()
+        await bed.identity.close()
+    first_503 = seen.index(503)
+    assert set(seen[:first_503]) <= {200, 429}
+    assert 200 in seen[:first_503]
+    assert set(seen[first_503:]) == {503}  # once full, every answer fails closed

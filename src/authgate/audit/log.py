@@ -249,6 +249,7 @@ class Ledger:
             self._checkpoint()
         except BaseException as exc:  # fail closed on anything, even a bug
             self.failed = exc
+            log.error("audit ledger %s stopped, failing closed: %s", self.origin, exc)
             for _, waiter in list(self._queue):
                 if waiter is not None:
                     waiter[0].call_soon_threadsafe(_fail, waiter[1], exc)
