@@ -184,3 +184,17 @@ def test_parse_duration_accepts_or_raises_value_error(text: str) -> None:
     except ValueError:
         return
     assert seconds >= 0
+
+
+def test_cli_admin_changes_are_audited_in_the_cli_log(cli: Cli) -> None:
+    cli("principal", "add", "audited", "--kind", "agt")
+    issued = cli.json("key", "issue", "audited")
+    cli("key", "revoke", issued["key_id"])
+    log = cli.folder / ".authgate" / "data" / "audit" / "cli"
+    tail = cli("audit", "tail", str(log), "-n", "10")
+    events = [json.loads(line) for line in tail.stdout.splitlines()]
+    assert [e["action"] for e in events] == ["principal.add", "key.issue", "key.revoke"]
+    assert {e["type"] for e in events} == {"admin"}
+    assert events[2]["details"] == {"target": issued["key_id"], "via": "cli"}
+    assert issued["key"] not in tail.stdout
+    assert cli("audit", "verify", str(log)).stdout.startswith("OK    3 records")

@@ -6,15 +6,17 @@ print the same whichever way they went.
 
 from __future__ import annotations
 
+import getpass
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import click
 
+from authgate.audit.event import AuditEvent, EventType, new_event_id
 from authgate.cli.common import Failure, with_services
 from authgate.errors import RemoteError
 from authgate.identity.ids import Kind
@@ -46,11 +48,29 @@ class Admin(Protocol):
     def rotate(self, key_id: str, overlap_s: float) -> View: ...
 
 
+CLI_LOG = "cli"
+
+
 class LocalAdmin:
-    """Admin operations on the configured store (no server needed)."""
+    """Admin operations on the configured store (no server needed). Each change is audited
+    durably in the CLI's own log (``<audit dir>/cli``) before the command returns."""
 
     def __init__(self, ctx: click.Context) -> None:
         self.ctx = ctx
+
+    def _change(self, action: str, target: str, run: Callable[[Services], Awaitable[View]]) -> View:
+        async def audited(s: Services) -> View:
+            view = await run(s)
+            operator = f"cli:{getpass.getuser()}"
+            await s.sink.emit_durable(
+                AuditEvent(
+                    new_event_id(), s.clock.now_ns(), EventType.ADMIN, action, "allow", "ok",
+                    operator, details={"target": target, "via": "cli"},
+                )
+            )  # fmt: skip
+            return view
+
+        return with_services(self.ctx, audited, ledger_name=CLI_LOG)
 
     def principals(self) -> list[View]:
         async def run(s: Services) -> list[View]:
@@ -66,7 +86,7 @@ class LocalAdmin:
             made = await s.identity.create_principal(Kind(kind), name, tier, scopes, password)
             return made.public(s.clock.now_ns())
 
-        return with_services(self.ctx, run)
+        return self._change("principal.add", name, run)
 
     def principal(self, ref: str) -> View:
         async def run(s: Services) -> View:
@@ -82,13 +102,13 @@ class LocalAdmin:
         async def run(s: Services) -> View:
             return (await s.identity.set_disabled(ref, disabled)).public(s.clock.now_ns())
 
-        return with_services(self.ctx, run)
+        return self._change("principal.disable" if disabled else "principal.enable", ref, run)
 
     def elevate(self, ref: str, tier: int, duration_s: float) -> View:
         async def run(s: Services) -> View:
             return (await s.identity.elevate(ref, tier, duration_s)).public(s.clock.now_ns())
 
-        return with_services(self.ctx, run)
+        return self._change("principal.elevate", ref, run)
 
     def issue_key(
         self,
@@ -102,7 +122,7 @@ class LocalAdmin:
             issued = await s.identity.issue_key(ref, name, tier, scopes, ttl_s)
             return {**issued.record.public(s.clock.now_ns()), "key": issued.key}
 
-        return with_services(self.ctx, run)
+        return self._change("key.issue", ref, run)
 
     def keys(self, principal_ref: str | None) -> list[View]:
         async def run(s: Services) -> list[View]:
@@ -115,14 +135,14 @@ class LocalAdmin:
         async def run(s: Services) -> View:
             return (await s.identity.revoke_key(key_id)).public(s.clock.now_ns())
 
-        return with_services(self.ctx, run)
+        return self._change("key.revoke", key_id, run)
 
     def rotate(self, key_id: str, overlap_s: float) -> View:
         async def run(s: Services) -> View:
             issued = await s.identity.rotate_key(key_id, overlap_s)
             return {**issued.record.public(s.clock.now_ns()), "key": issued.key}
 
-        return with_services(self.ctx, run)
+        return self._change("key.rotate", key_id, run)
 
 
 class RemoteAdmin:

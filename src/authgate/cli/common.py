@@ -72,11 +72,17 @@ def settings_of(ctx: click.Context) -> Settings:
         raise Failure(exc) from None
 
 
-def with_services(ctx: click.Context, action: Callable[[Services], Awaitable[T]]) -> T:
+def with_services(
+    ctx: click.Context,
+    action: Callable[[Services], Awaitable[T]],
+    ledger_name: str | None = None,
+) -> T:
+    """Run ``action`` over freshly built services; errors become one-line failures.
+    ``ledger_name`` opens that audit log (the CLI's own, for admin changes)."""
     settings = settings_of(ctx)
 
     async def run() -> T:
-        services = await build_services(settings)
+        services = await build_services(settings, ledger_name=ledger_name)
         try:
             return await action(services)
         finally:
