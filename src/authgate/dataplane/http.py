@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import formatdate
 
 import msgspec
@@ -85,6 +85,30 @@ class Response:
         self.status = status
         self.headers = headers
         self.body = body
+
+
+class StreamingResponse(Response):
+    """A response whose body arrives in pieces (SSE, proxied streams): sent with chunked
+    transfer encoding as each piece is produced, pausing while the client reads slowly."""
+
+    __slots__ = ("chunks",)
+
+    def __init__(self, status: int, headers: str, chunks: AsyncIterator[bytes]) -> None:
+        super().__init__(status, headers)
+        self.chunks = chunks
+
+
+def serialize_stream_head(
+    response: Response, request_id: str, date: str, keep_alive: bool
+) -> bytes:
+    """The head of a chunked response."""
+    status = response.status
+    line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"
+    close = "" if keep_alive else "connection: close\r\n"
+    return (
+        f"{line}{response.headers}transfer-encoding: chunked\r\n"
+        f"x-request-id: {request_id}\r\ndate: {date}\r\n{close}\r\n"
+    ).encode("latin-1")
 
 
 def header_block(pairs: list[tuple[str, str]]) -> str:

@@ -38,36 +38,19 @@ from authgate.dataplane.http import (
     Request,
     RequestIds,
     Response,
+    StreamingResponse,
     error_response,
     serialize,
+    serialize_stream_head,
 )
+from authgate.dataplane.limits import Limits
 
 log = logging.getLogger(__name__)
 
+__all__ = ["HttpProtocol", "Limits", "Server"]
+
 IDLE, HEADERS, BODY, BUSY = range(4)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class Limits:
-    """Size and time limits of the server."""
-
-    def __init__(
-        self,
-        max_header_bytes: int = 16384,
-        max_body_bytes: int = 1 << 20,
-        idle_timeout: float = 60.0,
-        header_timeout: float = 10.0,
-        body_timeout: float = 30.0,
-        max_connections: int = 10000,
-        tick: float = 0.5,
-    ) -> None:
-        self.max_header_bytes = max_header_bytes
-        self.max_body_bytes = max_body_bytes
-        self.idle_timeout = idle_timeout
-        self.header_timeout = header_timeout
-        self.body_timeout = body_timeout
-        self.max_connections = max_connections
-        self.tick = tick
 
 
 class Server:
@@ -186,6 +169,8 @@ class HttpProtocol(asyncio.Protocol):
         self.failed = False  # a parse error is queued: read nothing more
         self.reading_paused = False
         self.writing_paused = False
+        self._writable = asyncio.Event()
+        self._writable.set()
         self._reset()
 
     def _reset(self) -> None:
@@ -212,8 +197,9 @@ class HttpProtocol(asyncio.Protocol):
         self.deadline = self.loop.time() + self.limits.idle_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
+        self.server.forget(self)
         self.transport = None
+        self._writable.set()  # a stream waiting for the client must notice it is gone
 
     def eof_received(self) -> bool:
         # A half-closed peer still gets the answers to what it sent; then we close.
@@ -222,12 +208,14 @@ class HttpProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writing_paused = True
+        self._writable.clear()
         if self.transport is not None and not self.reading_paused:
             self.transport.pause_reading()
             self.reading_paused = True
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        self._writable.set()
         if self.transport is not None and self.reading_paused and not self.closing:
             self.transport.resume_reading()
             self.reading_paused = False
@@ -360,7 +348,10 @@ class HttpProtocol(asyncio.Protocol):
         except Exception:
             log.exception("handler failed")
             result = error_response(500, "internal_error", request.request_id)
-        if isinstance(result, Response):
+        if isinstance(result, StreamingResponse):
+            self.busy = True
+            self.loop.create_task(self._stream(request, result))
+        elif isinstance(result, Response):
             self._send(result, request)
             if (self.closing or self.peer_done) and not self.queue:
                 self.abort()
@@ -386,8 +377,52 @@ class HttpProtocol(asyncio.Protocol):
         except Exception:
             log.exception("handler failed")
             response = error_response(500, "internal_error", request.request_id)
+        if isinstance(response, StreamingResponse):
+            await self._stream(request, response)
+            return
         self.busy = False
         self._send(response, request)
+        self._drain()
+
+    async def _stream(self, request: Request, response: StreamingResponse) -> None:
+        """Send a chunked response piece by piece; wait while the client is not reading."""
+        transport = self.transport
+        chunks = response.chunks
+        keep_alive = request.keep_alive and not self.closing and not self.server.closing
+        try:
+            if transport is None:
+                return
+            transport.write(
+                serialize_stream_head(
+                    response, request.request_id, self.server.date.get(), keep_alive
+                )
+            )
+            if request.method != "HEAD":
+                async for chunk in chunks:
+                    if self.transport is None:
+                        return  # the client went away: stop producing
+                    if chunk:
+                        transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                    while self.writing_paused and self.transport is not None:
+                        await self._writable.wait()
+                if self.transport is None:
+                    return
+            transport.write(b"0\r\n\r\n")
+        except Exception:
+            # The head is out, so no error status can follow: end the connection without the
+            # terminating chunk, which tells the client the body is incomplete.
+            log.exception("stream failed")
+            keep_alive = False
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        self.busy = False
+        if not keep_alive:
+            self.closing = True
+            self.queue.clear()
+            self.abort()
+            return
         self._drain()
 
     def _send_error(self, reject: _Reject) -> None:
