@@ -5,7 +5,6 @@ Running it again never overwrites a secret or a file; it reports what already ex
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from authgate.wiring import (
     instance_name,
     load_hmac_key,
     load_signer,
+    write_new_file,
 )
 
 SYSTEM_NAME = "system"
@@ -41,33 +41,20 @@ def default_config_text() -> str:
     return resources.files("authgate").joinpath("default_config.toml").read_text("utf-8")
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> bool:
-    """Create ``path`` with ``mode``; False (and no change) when it already exists."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    return True
-
-
 def prepare_directory(directory: Path, environ: Mapping[str, str]) -> tuple[InitReport, Settings]:
     """Create ``directory`` with a default config, a data directory and a pepper, keeping
     whatever already exists."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / CONFIG_FILE
     report = InitReport(config)
-    if _write_new(config, default_config_text().encode(), 0o644):
+    if write_new_file(config, default_config_text().encode(), 0o644):
         report.created.append(f"config {config}")
     else:
         report.existing.append(f"config {config} (kept as it is)")
     settings = load_settings(config, environ)
     pepper = settings.path(settings.identity.pepper_file)
     pepper.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if _write_new(pepper, secrets.token_bytes(PEPPER_BYTES).hex().encode() + b"\n", 0o600):
+    if write_new_file(pepper, secrets.token_bytes(PEPPER_BYTES).hex().encode() + b"\n", 0o600):
         report.created.append(f"pepper {pepper} (mode 600)")
     else:
         report.existing.append(f"pepper {pepper} (never overwritten)")

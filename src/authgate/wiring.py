@@ -53,6 +53,20 @@ class Services:
         return {"identity_loaded": self.identity.loaded, "audit_ledger": ledger_ok}
 
 
+def write_new_file(path: Path, data: bytes, mode: int) -> bool:
+    """Create ``path`` with ``mode`` and make it durable; False (and no change) when it
+    already exists, so a secret is never overwritten."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    return True
+
+
 def load_signer(path: Path, name: str, *, create: bool) -> Signer:
     """The audit signing key at ``path`` (created, mode 600, when ``create``)."""
     if not path.exists():
@@ -60,11 +74,7 @@ def load_signer(path: Path, name: str, *, create: bool) -> Signer:
             raise ConfigError(f"audit signing key {path} does not exist; run 'authgate init'")
         signer = Signer.generate(name)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(signer.skey + "\n")
-            out.flush()
-            os.fsync(out.fileno())
+        write_new_file(path, (signer.skey + "\n").encode(), 0o600)
         return signer
     if os.name == "posix" and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(f"audit signing key {path} is accessible to others; chmod 600 it")
@@ -78,11 +88,7 @@ def load_hmac_key(path: Path, *, create: bool) -> bytes:
     """The audit HMAC key (32 random bytes, hex, mode 600), created when ``create``."""
     if not path.exists() and create:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(os.urandom(32).hex() + "\n")
-            out.flush()
-            os.fsync(out.fileno())
+        write_new_file(path, os.urandom(32).hex().encode() + b"\n", 0o600)
     try:
         return read_secret_hex(path, "audit HMAC key")
     except FileNotFoundError:

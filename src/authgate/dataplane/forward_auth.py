@@ -20,6 +20,7 @@ from collections.abc import Awaitable
 from authgate.dataplane.http import Request, Response, header_block, json_response
 from authgate.decide import Decision, DecisionEngine
 from authgate.errors import Reason
+from authgate.ratelimit.gcra import GcraResult
 
 PREFIX = "/v1/authorize"
 
@@ -90,15 +91,7 @@ class ForwardAuth:
             scopes = self._scopes[d.scopes] = " ".join(sorted(d.scopes))
             if len(self._scopes) > 4096:
                 self._scopes.clear()
-        rl = d.ratelimit
-        limits = ""
-        if rl is not None:
-            limit = rl.limit
-            limits = (
-                f"ratelimit-limit: {limit.burst}\r\nratelimit-remaining: {rl.remaining}\r\n"
-                f"ratelimit-reset: {-(-rl.reset_ns // 1_000_000_000)}\r\n"
-                f"ratelimit-policy: {limit.rate};w={limit.period_s};burst={limit.burst}\r\n"
-            )
+        limits = ratelimit_headers(d.ratelimit)
         key = f"x-auth-key-id: {d.key_id}\r\n" if d.key_id is not None else ""
         return Response(
             200,
@@ -107,17 +100,22 @@ class ForwardAuth:
         )
 
 
+def ratelimit_headers(rl: GcraResult | None) -> str:
+    """The ``RateLimit-*`` header block (one f-string: it is on the hot path)."""
+    if rl is None:
+        return ""
+    limit = rl.limit
+    return (
+        f"ratelimit-limit: {limit.burst}\r\nratelimit-remaining: {rl.remaining}\r\n"
+        f"ratelimit-reset: {-(-rl.reset_ns // 1_000_000_000)}\r\n"
+        f"ratelimit-policy: {limit.rate};w={limit.period_s};burst={limit.burst}\r\n"
+    )
+
+
 def denial(decision: Decision, request_id: str) -> Response:
     """The HTTP answer for a denial: its challenge or Retry-After, and an opaque body."""
     headers: list[tuple[str, str]] = []
     rl = decision.ratelimit
-    if rl is not None:
-        headers += [
-            ("ratelimit-limit", str(rl.limit.burst)),
-            ("ratelimit-remaining", str(rl.remaining)),
-            ("ratelimit-reset", str(rl.reset_s)),
-            ("ratelimit-policy", f"{rl.limit.rate};w={rl.limit.period_s};burst={rl.limit.burst}"),
-        ]
     status = decision.status
     if status == 401:
         reason = decision.reason
@@ -131,4 +129,4 @@ def denial(decision: Decision, request_id: str) -> Response:
     elif status == 429 and rl is not None:
         headers.append(("retry-after", str(max(1, rl.retry_after_s))))
     body = {"error": _CODES.get(status, "forbidden"), "request_id": request_id}
-    return json_response(status, body, header_block(headers))
+    return json_response(status, body, ratelimit_headers(rl) + header_block(headers))
