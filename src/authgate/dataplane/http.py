@@ -10,6 +10,8 @@ from email.utils import formatdate
 
 import msgspec
 
+from authgate.dataplane.body import BodyStream
+
 REASONS = {
     100: "Continue",
     200: "OK",
@@ -35,7 +37,9 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 class Request:
     """One parsed request. ``headers`` maps lower-case names to values (repeats joined by
-    ``, ``); ``trusted`` says whether the peer is a configured trusted proxy."""
+    ``, ``); ``trusted`` says whether the peer is a configured trusted proxy. A proxied
+    request with a large or chunked body is dispatched before its body arrives: then
+    ``body`` is empty and ``stream`` delivers the body."""
 
     __slots__ = (
         "body",
@@ -44,6 +48,7 @@ class Request:
         "method",
         "peer",
         "request_id",
+        "stream",
         "target",
         "trusted",
         "version",
@@ -60,6 +65,7 @@ class Request:
         peer: str,
         trusted: bool,
         request_id: str,
+        stream: BodyStream | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -70,6 +76,7 @@ class Request:
         self.peer = peer
         self.trusted = trusted
         self.request_id = request_id
+        self.stream = stream
 
 
 class Response:
@@ -88,25 +95,42 @@ class Response:
 
 
 class StreamingResponse(Response):
-    """A response whose body arrives in pieces (SSE, proxied streams): sent with chunked
-    transfer encoding as each piece is produced, pausing while the client reads slowly."""
+    """A response whose body arrives in pieces (SSE, proxied streams), sent as each piece is
+    produced, pausing while the client reads slowly. With ``length`` (a proxied
+    Content-Length) the pieces go out as they are; without, in chunked transfer encoding.
+    If the pieces stop early (the iterator raises), the connection is closed without the
+    body's end, so the client can tell the response is incomplete."""
 
-    __slots__ = ("chunks",)
+    __slots__ = ("chunks", "length")
 
-    def __init__(self, status: int, headers: str, chunks: AsyncIterator[bytes]) -> None:
+    def __init__(
+        self,
+        status: int,
+        headers: str,
+        chunks: AsyncIterator[bytes],
+        length: int | None = None,
+    ) -> None:
         super().__init__(status, headers)
         self.chunks = chunks
+        self.length = length
 
 
 def serialize_stream_head(
-    response: Response, request_id: str, date: str, keep_alive: bool
+    response: StreamingResponse, request_id: str, date: str, keep_alive: bool, chunked: bool
 ) -> bytes:
-    """The head of a chunked response."""
+    """The head of a streamed response: its Content-Length when known, else chunked (or,
+    for an HTTP/1.0 client, neither: the body ends when the connection closes)."""
     status = response.status
     line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"
     close = "" if keep_alive else "connection: close\r\n"
+    if status < 200 or status == 204 or status == 304:
+        framing = ""
+    elif response.length is not None:
+        framing = f"content-length: {response.length}\r\n"
+    else:
+        framing = "transfer-encoding: chunked\r\n" if chunked else ""
     return (
-        f"{line}{response.headers}transfer-encoding: chunked\r\n"
+        f"{line}{response.headers}{framing}"
         f"x-request-id: {request_id}\r\ndate: {date}\r\n{close}\r\n"
     ).encode("latin-1")
 
