@@ -69,6 +69,8 @@ class Route(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     cost: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1
     upstream: Name = "default"
     limit_by: Literal["principal", "route"] = "principal"
+    cache: Literal["off", "principal", "tier"] = "off"
+    compress: bool = False
 
 
 DEFAULT_ROUTES: tuple[Route, ...] = (
@@ -78,6 +80,53 @@ DEFAULT_ROUTES: tuple[Route, ...] = (
     Route(name="fine-tuning", path="/v1/fine_tuning/*", min_tier=3, scopes=("fine-tune",)),
     Route(name="v1", path="/v1/*", min_tier=2),
 )
+
+
+Url = Annotated[str, msgspec.Meta(pattern=r"^https?://[^/?#\s@]+(/[^?#\s]*)?$")]
+Count = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+
+
+class Upstream(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Where a route's requests go: base URLs taken in turn, and how long to wait for them.
+
+    An URL that fails ``max_fails`` times in a row is skipped for ``fail_timeout_s`` (unless
+    every URL is, then all are tried). ``max_connections`` bounds the connections open to the
+    upstream, ``keepalive`` the idle ones kept per URL for reuse.
+    """
+
+    urls: Annotated[tuple[Url, ...], msgspec.Meta(min_length=1, max_length=64)]
+    connect_timeout_s: PositiveSeconds = 5.0
+    first_byte_timeout_s: PositiveSeconds = 60.0
+    total_timeout_s: PositiveSeconds = 600.0
+    max_connections: Count = 512
+    keepalive: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 64
+    keepalive_timeout_s: PositiveSeconds = 30.0
+    max_fails: Count = 3
+    fail_timeout_s: PositiveSeconds = 10.0
+    preserve_host: bool = False
+
+
+class Cache(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The response cache of routes with ``cache`` set: an LRU bounded in bytes."""
+
+    max_bytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 40)] = 64 << 20
+    max_entry_bytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 32)] = 4 << 20
+    compress_above_bytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 32)] = 16384
+
+
+class Compression(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Response compression for routes with ``compress`` set."""
+
+    min_bytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 30)] = 1024
+    gzip_level: Annotated[int, msgspec.Meta(ge=1, le=9)] = 5
+    brotli_quality: Annotated[int, msgspec.Meta(ge=0, le=11)] = 4
+    types: tuple[str, ...] = (
+        "application/json",
+        "application/javascript",
+        "application/xml",
+        "image/svg+xml",
+        "text/",
+    )
 
 
 class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -115,6 +164,7 @@ class Server(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     workers: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
     max_header_bytes: Annotated[int, msgspec.Meta(ge=256, le=1 << 20)] = 16384
     max_body_bytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 34)] = 1 << 20
+    max_proxied_body_bytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 50)] = 1 << 30
     idle_timeout_s: PositiveSeconds = 60.0
     header_timeout_s: PositiveSeconds = 10.0
     body_timeout_s: PositiveSeconds = 30.0
@@ -160,6 +210,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     ratelimit: RateLimit = msgspec.field(default_factory=RateLimit)
     tiers: tuple[Tier, ...] = DEFAULT_TIERS
     routes: tuple[Route, ...] = DEFAULT_ROUTES
+    upstreams: dict[Name, Upstream] = msgspec.field(default_factory=dict)
+    cache: Cache = msgspec.field(default_factory=Cache)
+    compression: Compression = msgspec.field(default_factory=Compression)
 
     def path(self, value: str) -> Path:
         """Resolve a path setting against the directory of the config file."""
@@ -273,6 +326,10 @@ def _assign(tree: Any, keys: list[str], value: Any, var: str) -> None:
     for i, key in enumerate(keys):
         last = i == len(keys) - 1
         if isinstance(node, dict):
+            if key not in node and keys[0] == "upstreams" and i in (1, 2):
+                # A new upstream may be defined entirely by variables; msgspec then
+                # checks its fields like any other.
+                node[key] = value if last else {}
             if key not in node:
                 raise ConfigError(f"{var}: unknown setting '{_dotted(keys[: i + 1])}'")
             if last:
@@ -321,3 +378,8 @@ def _check_consistency(settings: Settings) -> None:
             raise ConfigError(f"invalid setting 'routes[{i}].methods': '*' must stand alone")
         if not route.methods:
             raise ConfigError(f"invalid setting 'routes[{i}].methods': empty")
+        if settings.upstreams and route.upstream not in settings.upstreams:
+            raise ConfigError(
+                f"invalid setting 'routes[{i}].upstream': no upstream named '{route.upstream}' "
+                f"(configured: {', '.join(sorted(settings.upstreams))})"
+            )

@@ -23,7 +23,9 @@ from authgate.control.app import build_admin_app
 from authgate.control.server import ControlServer
 from authgate.dataplane.app import build_router
 from authgate.dataplane.loop import run as run_loop
+from authgate.dataplane.proxy import Proxy
 from authgate.dataplane.server import Limits, Server
+from authgate.dataplane.upstream import Upstream
 from authgate.wiring import Services, build_services
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ def limits_of(settings: Settings) -> Limits:
     return Limits(
         max_header_bytes=s.max_header_bytes,
         max_body_bytes=s.max_body_bytes,
+        max_stream_bytes=s.max_proxied_body_bytes,
         idle_timeout=s.idle_timeout_s,
         header_timeout=s.header_timeout_s,
         body_timeout=s.body_timeout_s,
@@ -91,8 +94,22 @@ async def start(settings: Settings, *, worker: int = 0, reuse_port: bool = False
     """Start one worker's servers and return once both listen."""
     services = await build_services(settings, ledger_name=f"w{worker}")
     durable = settings.audit.enabled and settings.audit.mode == "durable"
-    router = build_router(services.engine, services.readiness, durable=durable)
-    data = Server(router, limits_of(settings), settings.server.trusted_proxies)
+    proxy = None
+    if settings.upstreams:
+        tls = settings.server.tls_cert is not None
+        proxy = Proxy(
+            services.engine,
+            {name: Upstream(name, u) for name, u in settings.upstreams.items()},
+            {route.name: route for route in settings.routes},
+            services.sink,
+            services.clock,
+            durable=durable,
+            scheme="https" if tls else "http",
+        )
+    router = build_router(services.engine, services.readiness, durable=durable, proxy=proxy)
+    data = Server(
+        router, limits_of(settings), settings.server.trusted_proxies, streams_body=router.streams
+    )
     await data.start(
         settings.server.host,
         settings.server.port,

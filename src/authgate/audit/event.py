@@ -32,6 +32,7 @@ class EventType(StrEnum):
     TOKEN = "token"
     HANDOFF = "handoff"
     SYSTEM = "system"
+    UPSTREAM = "upstream"
 
 
 class AuditEvent(msgspec.Struct, frozen=True, gc=False, array_like=True):

@@ -98,6 +98,26 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
         raise click.ClickException(f"cannot start: {exc}") from None
 
 
+@main.command("demo-upstream")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=9000, show_default=True)
+@click.option(
+    "--interval-ms",
+    type=click.IntRange(0, 60_000),
+    default=50,
+    show_default=True,
+    help="Pause between streamed chat chunks.",
+)
+def demo_upstream(host: str, port: int, interval_ms: int) -> None:
+    """Run an OpenAI-compatible mock upstream (models, chat completions with SSE, echo)."""
+    from authgate.demo_upstream import serve_forever
+
+    try:
+        serve_forever(host, port, interval_ms / 1000)
+    except OSError as exc:
+        raise click.ClickException(f"cannot start: {exc}") from None
+
+
 main.add_command(principal)
 main.add_command(key)
 main.add_command(policy)

@@ -1,24 +1,31 @@
-"""The data plane's routes: forward-auth, health and readiness."""
+"""The data plane's routes: forward-auth, health and readiness, and the gateway."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from authgate.dataplane.forward_auth import PREFIX, ForwardAuth
-from authgate.dataplane.http import Request, Response, json_response
+from authgate.dataplane.http import Handler, Request, Response, json_response
 from authgate.dataplane.router import Router
 from authgate.decide import DecisionEngine
 
 
 def build_router(
-    engine: DecisionEngine, ready: Callable[[], dict[str, bool]], *, durable: bool = False
+    engine: DecisionEngine,
+    ready: Callable[[], dict[str, bool]],
+    *,
+    durable: bool = False,
+    proxy: Handler | None = None,
 ) -> Router:
-    """Routes for ``authgate serve``: ``/v1/authorize[/...]``, ``/healthz``, ``/readyz``.
+    """Routes for ``authgate serve``: ``/v1/authorize[/...]``, ``/healthz``, ``/readyz``,
+    and in gateway mode (``proxy``) every other path.
 
     ``ready`` returns named checks; ``/readyz`` is 200 when all pass, 503 otherwise. With
     ``durable``, forward-auth answers only once the decision's audit event is fsynced.
     """
     router = Router()
+    if proxy is not None:
+        router.set_fallback(proxy, streams=True)
     authorize = ForwardAuth(engine, durable=durable)
     router.add(PREFIX, authorize)
     router.add_prefix(PREFIX + "/", authorize)

@@ -91,6 +91,11 @@ class BodyStream:
         self._wake()
 
     @property
+    def paused(self) -> bool:
+        """Whether the stream has asked its source to stop sending."""
+        return self._paused
+
+    @property
     def failed(self) -> BodyError | None:
         """Why the body did not arrive, if it did not."""
         return self._error

@@ -14,6 +14,7 @@ class Router:
         self.exact: dict[str, Handler] = {}
         self.prefixes: list[tuple[str, Handler]] = []
         self.fallback: Handler = _not_found
+        self.fallback_streams = False  # whether the fallback takes streamed bodies (proxy)
 
     def add(self, path: str, handler: Handler) -> None:
         """Serve exactly ``path``."""
@@ -23,6 +24,23 @@ class Router:
         """Serve every path under ``prefix`` (which should end in '/')."""
         self.prefixes.append((prefix, handler))
         self.prefixes.sort(key=lambda item: -len(item[0]))
+
+    def set_fallback(self, handler: Handler, *, streams: bool = False) -> None:
+        """Serve every other path with ``handler``; with ``streams``, their large bodies
+        are handed over as they arrive (see :class:`~authgate.dataplane.http.Request`)."""
+        self.fallback = handler
+        self.fallback_streams = streams
+
+    def streams(self, url: bytes) -> bool:
+        """Whether the handler for ``url`` takes its body as a stream."""
+        if not self.fallback_streams:
+            return False
+        target = url.decode("latin-1")
+        cut = target.find("?")
+        path = target if cut < 0 else target[:cut]
+        if path in self.exact:
+            return False
+        return not any(path.startswith(prefix) for prefix, _ in self.prefixes)
 
     def __call__(self, request: Request) -> Response | Awaitable[Response]:
         """Dispatch one request."""
