@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable
+from functools import partial
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -324,9 +325,26 @@ class HttpProtocol(asyncio.Protocol):
             self._send(result, request)
             if (self.closing or self.peer_done) and not self.queue:
                 self.abort()
+        elif isinstance(result, asyncio.Future):
+            # A future costs a callback where a coroutine costs a task: the proxy's fast path.
+            self.busy = True
+            result.add_done_callback(partial(self._settled, request))
         else:
             self.busy = True
             self.loop.create_task(self._await(request, result))
+
+    def _settled(self, request: Request, future: asyncio.Future[Response]) -> None:
+        try:
+            response = future.result()
+        except (Exception, asyncio.CancelledError):
+            log.exception("handler failed")
+            response = error_response(500, "internal_error", request.request_id)
+        if isinstance(response, StreamingResponse):
+            self.loop.create_task(self._stream(request, response))
+            return
+        self.busy = False
+        self._send(response, request)
+        self._drain()
 
     def _drain(self) -> None:
         """Answer queued requests in order until one needs to wait."""

