@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 IDLE, HEADERS, BODY, BUSY = range(4)
 WRITE, BODY_FULL, FAIL = 1, 2, 4
 FOREVER = float("inf")
+LINGER_S = 1.0  # a lingering close waits this long for more input...
+LINGER_MAX_S = 5.0  # ...and this long at most
 
 
 class _Reject(Exception):
@@ -72,6 +74,8 @@ class HttpProtocol(asyncio.Protocol):
         self.paused = 0  # reasons reading is paused (WRITE | BODY_FULL | FAIL)
         self.writing_paused = False
         self.stream: BodyStream | None = None  # the body being streamed to a handler
+        self.lingering = False  # answered and half-closed; discarding input (see abort)
+        self.linger_until = 0.0
         self._writable = asyncio.Event()
         self._writable.set()
         self._reset()
@@ -142,7 +146,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def expire(self) -> None:
         """The current deadline passed: close an idle connection, answer 408 otherwise."""
-        if self.state == IDLE and not self.busy and not self.queue:
+        if self.lingering:
+            self.abort(hard=True)
+        elif self.state == IDLE and not self.busy and not self.queue:
             self.abort()
         elif self.stream is not None:
             # The handler owns the answer: it learns the body timed out and answers 408.
@@ -158,15 +164,42 @@ class HttpProtocol(asyncio.Protocol):
         if self.state == IDLE and not self.busy and not self.queue:
             self.abort()
 
-    def abort(self) -> None:
-        """Close the connection now."""
-        if self.transport is not None:
-            self.transport.close()
+    def abort(self, hard: bool = False) -> None:
+        """Close the connection now. If the client may still be sending (an error answered
+        before its request ended), close gracefully unless ``hard``: send our FIN, then read
+        and discard for a moment, so that its unread bytes do not make the kernel reset the
+        connection and destroy the answer before the client reads it (nginx's lingering
+        close)."""
+        transport = self.transport
+        unread = self.failed or self.state == BODY or self.stream is not None
+        if (
+            not hard
+            and unread
+            and transport is not None
+            and not self.lingering
+            and transport.can_write_eof()
+        ):
+            self.lingering = True
+            self.closing = True
+            self.stream = None
+            transport.write_eof()
+            self.paused = 0
+            transport.resume_reading()
+            now = self.loop.time()
+            self.linger_until = now + LINGER_MAX_S
+            self.deadline = now + LINGER_S
+            self.server.linger(self)
+            return
+        if transport is not None:
+            transport.close()
         self.server.forget(self)
 
     # -- bytes in ------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:  # discarding what the client still sends, until it stops
+            self.deadline = min(self.loop.time() + LINGER_S, self.linger_until)
+            return
         if self.closing and self.stream is None:
             return
         try:
@@ -361,6 +394,8 @@ class HttpProtocol(asyncio.Protocol):
     async def _await(self, request: Request, pending: Awaitable[Response]) -> None:
         try:
             response = await pending
+        except BodyError as exc:  # the handler read a body that did not arrive
+            response = error_response(exc.status, exc.code, request.request_id)
         except Exception:
             log.exception("handler failed")
             response = error_response(500, "internal_error", request.request_id)

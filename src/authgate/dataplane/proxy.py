@@ -42,6 +42,7 @@ from authgate.dataplane.http import Request, Response, StreamingResponse, error_
 from authgate.dataplane.upstream import (
     IDEMPOTENT,
     StaleConnection,
+    Target,
     Upstream,
     UpstreamError,
     UpstreamResponse,
@@ -160,8 +161,11 @@ class Proxy:
                 else:
                     out.set_result(self._failed(request, d, upstream, result, started))
 
-            if upstream.send_now(request.method, path, headers, host, request.body, on_answer):
+            first = upstream.pick()
+            body = request.body
+            if upstream.send_now(first, request.method, path, headers, host, body, on_answer):
                 return out
+            return self._forward(request, d, upstream, path, headers, host, started, first=first)
         return self._forward(request, d, upstream, path, headers, host, started)
 
     async def _forward(
@@ -174,10 +178,13 @@ class Proxy:
         host: str | None,
         started: int,
         fresh: bool = False,
+        first: Target | None = None,
     ) -> Response:
         body: bytes | BodyStream = request.stream if request.stream is not None else request.body
         try:
-            response = await upstream.request(request.method, path, headers, host, body, fresh)
+            response = await upstream.request(
+                request.method, path, headers, host, body, fresh, first
+            )
         except (UpstreamError, BodyError) as exc:
             return self._failed(request, d, upstream, exc, started)
         return self._respond(request, d, upstream, response, started)
@@ -215,6 +222,10 @@ class Proxy:
         ) + ratelimit_headers(d.ratelimit)
         stream = response.stream
         if stream is None:
+            if request.method == "HEAD":  # announce the upstream's length, send no body
+                length = next((v for k, v in response.headers if k == "content-length"), None)
+                if length is not None:
+                    return StreamingResponse(response.status, headers, _nothing(), int(length))
             return Response(response.status, headers, response.body)
         return StreamingResponse(
             response.status,
@@ -311,6 +322,11 @@ class Proxy:
             self.sink.emit(event)
         except AuditUnavailable:
             log.error("audit unavailable: upstream failure %s not recorded", code)
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover - makes this an async generator
 
 
 def _chain(out: asyncio.Future[Response], task: asyncio.Task[Response]) -> None:

@@ -59,6 +59,7 @@ class Server:
         self.limits = limits
         self.trusted = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
         self.connections: set[HttpProtocol] = set()
+        self.lingering: set[HttpProtocol] = set()
         self.ids = RequestIds()
         self.date = DateHeader()
         self.closing = False
@@ -68,9 +69,18 @@ class Server:
         self._trust_cache: dict[str, bool] = {}
         self._drained = asyncio.Event()
 
+    def linger(self, conn: HttpProtocol) -> None:
+        """A connection was answered and is only draining input before it closes: it no
+        longer counts as open (nor holds up shutdown), but its deadline still applies."""
+        self.connections.discard(conn)
+        self.lingering.add(conn)
+        if self.closing and not self.connections:
+            self._drained.set()
+
     def forget(self, conn: HttpProtocol) -> None:
         """A connection ended."""
         self.connections.discard(conn)
+        self.lingering.discard(conn)
         if self.closing and not self.connections:
             self._drained.set()
 
@@ -114,9 +124,10 @@ class Server:
         while True:
             await asyncio.sleep(self.limits.tick)
             now = loop.time()
-            for conn in list(self.connections):
-                if now >= conn.deadline:
-                    conn.expire()
+            for conns in (self.connections, self.lingering):
+                for conn in list(conns):
+                    if now >= conn.deadline:
+                        conn.expire()
 
     async def shutdown(self, grace: float = 10.0) -> None:
         """Stop accepting; finish in-flight requests within ``grace`` seconds; close."""
@@ -128,8 +139,8 @@ class Server:
         if self.connections:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), grace)
-        for conn in list(self.connections):
-            conn.abort()
+        for conn in [*self.connections, *self.lingering]:
+            conn.abort(hard=True)
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self._server is not None:

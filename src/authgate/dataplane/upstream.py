@@ -157,14 +157,20 @@ class Upstream:
                 return
 
     def send_now(
-        self, method: str, path: str, headers: str, host: str | None, body: bytes, on_answer: Answer
+        self,
+        target: Target,
+        method: str,
+        path: str,
+        headers: str,
+        host: str | None,
+        body: bytes,
+        on_answer: Answer,
     ) -> bool:
         """The fast path: send on an idle keep-alive connection at once and answer through
         ``on_answer``, with no task or future. False, having sent nothing, when no idle
         connection is ready (then use :meth:`request`, which connects and retries)."""
         if self.busy >= self.settings.max_connections:
             return False
-        target = self.pick()
         idle = target.idle
         now = self.loop.time()
         while idle:
@@ -199,15 +205,17 @@ class Upstream:
         host: str | None,
         body: bytes | BodyStream,
         fresh: bool = False,
+        target: Target | None = None,
     ) -> UpstreamResponse:
         """Send one request and return the answer (whole, or with its body streaming);
-        with ``fresh``, on a new connection (a retry after a stale one).
+        with ``fresh``, on a new connection (a retry after a stale one); ``target`` is the URL
+        to try first (default: the next in turn).
 
         ``headers`` is the rendered block without Host and framing; ``host`` the Host to
         send (None: the URL's). Raises :class:`UpstreamError` or, when the client's body
         failed first, :class:`~authgate.dataplane.body.BodyError`.
         """
-        target = self.pick()
+        target = target or self.pick()
         replayable = isinstance(body, bytes) and method in IDEMPOTENT
         for attempt in (0, 1):
             try:
