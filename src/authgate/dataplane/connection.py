@@ -29,8 +29,8 @@ from authgate.dataplane.http import (
     StreamingResponse,
     error_response,
     serialize,
-    serialize_stream_head,
 )
+from authgate.dataplane.outgoing import send_stream
 
 if TYPE_CHECKING:
     from authgate.dataplane.server import Server
@@ -417,47 +417,7 @@ class HttpProtocol(asyncio.Protocol):
         )
 
     async def _stream(self, request: Request, response: StreamingResponse) -> None:
-        """Send a response piece by piece; wait while the client is not reading."""
-        transport = self.transport
-        chunks = response.chunks
-        chunked = response.length is None and request.version != "1.0"
-        keep_alive = self._keep_alive(request) and (chunked or response.length is not None)
-        try:
-            if transport is None:
-                return
-            transport.write(
-                serialize_stream_head(
-                    response, request.request_id, self.server.date.get(), keep_alive, chunked
-                )
-            )
-            if request.method != "HEAD":
-                async for chunk in chunks:
-                    if self.transport is None:
-                        return  # the client went away: stop producing
-                    if chunk:
-                        transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
-                    while self.writing_paused and self.transport is not None:
-                        await self._writable.wait()
-                if self.transport is None:
-                    return
-                if chunked:
-                    transport.write(b"0\r\n\r\n")
-        except Exception as exc:
-            # The head is out, so no error status can follow: end the connection without the
-            # body's end, which tells the client the body is incomplete.
-            log.warning("stream of %s ended early: %r", request.request_id, exc)
-            keep_alive = False
-        finally:
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        self.busy = False
-        if not keep_alive:
-            self.closing = True
-            self.queue.clear()
-            self.abort()
-            return
-        self._drain()
+        await send_stream(self, request, response)
 
     def _send_error(self, reject: _Reject) -> None:
         if self.transport is not None:
