@@ -27,6 +27,8 @@ CONFINED = {
     "numpy": ("authgate.bench.",),
     "hdrh": ("authgate.bench.",),
     "scipy": ("authgate.bench.",),
+    "zstandard": ("authgate.dataplane.cache",),
+    "brotli": ("authgate.dataplane.compress",),
 }
 
 

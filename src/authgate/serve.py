@@ -22,6 +22,8 @@ from authgate.config import Settings
 from authgate.control.app import build_admin_app
 from authgate.control.server import ControlServer
 from authgate.dataplane.app import build_router
+from authgate.dataplane.cache import ResponseCache
+from authgate.dataplane.compress import Compressor
 from authgate.dataplane.loop import run as run_loop
 from authgate.dataplane.proxy import Proxy
 from authgate.dataplane.server import Limits, Server
@@ -95,6 +97,10 @@ async def start(settings: Settings, *, worker: int = 0, reuse_port: bool = False
     services = await build_services(settings, ledger_name=f"w{worker}")
     durable = settings.audit.enabled and settings.audit.mode == "durable"
     proxy = None
+
+    def any_route(option: str) -> bool:
+        return any(getattr(route, option) not in ("off", False) for route in settings.routes)
+
     if settings.upstreams:
         tls = settings.server.tls_cert is not None
         proxy = Proxy(
@@ -105,6 +111,8 @@ async def start(settings: Settings, *, worker: int = 0, reuse_port: bool = False
             services.clock,
             durable=durable,
             scheme="https" if tls else "http",
+            cache=ResponseCache(settings.cache) if any_route("cache") else None,
+            compressor=Compressor(settings.compression) if any_route("compress") else None,
         )
     router = build_router(services.engine, services.readiness, durable=durable, proxy=proxy)
     data = Server(

@@ -9,8 +9,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from authgate.audit.event import as_dict
-from authgate.config import Route, Settings, Tier, Upstream
+from authgate.config import Cache as CacheSettings
+from authgate.config import Compression, Route, Settings, Tier, Upstream
 from authgate.dataplane.app import build_router
+from authgate.dataplane.cache import ResponseCache
+from authgate.dataplane.compress import Compressor
 from authgate.dataplane.proxy import Proxy
 from authgate.dataplane.server import Limits, Server
 from authgate.dataplane.upstream import Upstream as UpstreamPool
@@ -59,6 +62,7 @@ async def gateway(
     *,
     trusted: tuple[str, ...] = (),
     limits: Limits | None = None,
+    cache: CacheSettings | None = None,
     **upstream: object,
 ) -> AsyncIterator[Gate]:
     """A gateway whose ``default`` upstream is ``urls`` (with ``upstream`` settings)."""
@@ -75,6 +79,8 @@ async def gateway(
         {route.name: route for route in settings.routes},
         bed.sink,
         bed.clock,
+        cache=ResponseCache(cache or CacheSettings()),
+        compressor=Compressor(Compression(min_bytes=100)),
     )
     router = build_router(bed.engine, lambda: {"ok": True}, proxy=proxy)
     server = Server(router, limits or Limits(tick=0.05), trusted, streams_body=router.streams)

@@ -32,11 +32,15 @@ from authgate.audit.sink import AuditSink
 from authgate.clock import Clock
 from authgate.config import Route
 from authgate.dataplane.body import BodyError, BodyStream
-from authgate.dataplane.forward_auth import (
-    client_address,
-    denial,
-    identity_headers,
-    ratelimit_headers,
+from authgate.dataplane.cache import ResponseCache
+from authgate.dataplane.compress import Compressor, adjust_headers
+from authgate.dataplane.forward_auth import client_address, denial, ratelimit_headers
+from authgate.dataplane.forwarding import (
+    DROP_RESPONSE,
+    NONE,
+    pairs,
+    tokens,
+    upstream_headers,
 )
 from authgate.dataplane.http import Request, Response, StreamingResponse, error_response
 from authgate.dataplane.upstream import (
@@ -53,34 +57,22 @@ from authgate.policy import normalize_path
 
 log = logging.getLogger(__name__)
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authenticate",
-        "proxy-authorization",
-    }
-)
-# Request headers never passed on as the client sent them.
-_DROP_REQUEST = HOP_BY_HOP | {
-    "host",
-    "content-length",
-    "expect",
-    "authorization",
-    "x-api-key",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-request-id",
-}
-# Response headers the server writes itself, or that belong to the upstream hop.
-_DROP_RESPONSE = HOP_BY_HOP | {"content-length", "date", "x-request-id"}
+
+class Call:
+    """One forwarded request's context, carried from the decision to the answer."""
+
+    __slots__ = ("cache_scope", "d", "path", "request", "route", "started", "upstream")
+
+    def __init__(
+        self, request: Request, d: Decision, upstream: Upstream, route: Route | None, path: str
+    ) -> None:
+        self.request = request
+        self.d = d
+        self.upstream = upstream
+        self.route = route
+        self.path = path
+        self.started = time.perf_counter_ns()
+        self.cache_scope: str | None = None  # set when the answer may be cached
 
 
 class Proxy:
@@ -96,6 +88,8 @@ class Proxy:
         *,
         durable: bool = False,
         scheme: str = "http",
+        cache: ResponseCache | None = None,
+        compressor: Compressor | None = None,
     ) -> None:
         self.engine = engine
         self.upstreams = upstreams
@@ -104,6 +98,10 @@ class Proxy:
         self.clock = clock
         self.durable = durable
         self.scheme = scheme
+        self.cache = cache
+        self.compressor = compressor
+        if cache is not None:
+            engine.directory.listeners.append(cache.forget)
 
     def __call__(self, request: Request) -> Response | Awaitable[Response]:
         """Decide; answer a denial at once, or forward."""
@@ -134,8 +132,9 @@ class Proxy:
         return result if isinstance(result, Response) else await result
 
     def _go(self, request: Request, d: Decision) -> Response | Awaitable[Response]:
-        """Forward an allowed request: on an idle connection at once (a future settled by
-        the upstream connection's callbacks), else through the pool's coroutine."""
+        """Forward an allowed request: from the cache, on an idle connection at once (a
+        future settled by the upstream connection's callbacks), or through the pool's
+        coroutine, which connects and retries."""
         upstream = self.upstreams.get(d.upstream or "")
         if upstream is None:  # config validation makes this unreachable; fail closed
             return error_response(502, "no_upstream", request.request_id)
@@ -144,158 +143,191 @@ class Proxy:
         cut = target.find("?")
         if cut >= 0:
             path += target[cut:].split("#", 1)[0]
-        headers = self._headers(request, d)
+        call = Call(request, d, upstream, self.routes.get(d.route or ""), path)
+        route = call.route
+        if route is not None and route.cache != "off" and self.cache is not None:
+            hit = self._cached(call, route)
+            if hit is not None:
+                return hit
+        headers = upstream_headers(request, d, self.scheme)
         host = request.headers.get("host") if upstream.settings.preserve_host else None
-        started = time.perf_counter_ns()
         if request.stream is None:
             out: asyncio.Future[Response] = upstream.loop.create_future()
 
             def on_answer(result: UpstreamResponse | UpstreamError | BodyError) -> None:
                 if isinstance(result, UpstreamResponse):
-                    out.set_result(self._respond(request, d, upstream, result, started))
+                    out.set_result(self._respond(call, result))
                 elif isinstance(result, StaleConnection) and request.method in IDEMPOTENT:
-                    retry = upstream.loop.create_task(
-                        self._forward(request, d, upstream, path, headers, host, started, True)
-                    )
+                    retry = upstream.loop.create_task(self._forward(call, headers, host, True))
                     retry.add_done_callback(partial(_chain, out))
                 else:
-                    out.set_result(self._failed(request, d, upstream, result, started))
+                    out.set_result(self._failed(call, result))
 
             first = upstream.pick()
             body = request.body
             if upstream.send_now(first, request.method, path, headers, host, body, on_answer):
                 return out
-            return self._forward(request, d, upstream, path, headers, host, started, first=first)
-        return self._forward(request, d, upstream, path, headers, host, started)
+            return self._forward(call, headers, host, first=first)
+        return self._forward(call, headers, host)
+
+    def _cached(self, call: Call, route: Route) -> Response | None:
+        """The cached answer, if there is one; otherwise marks the call as cacheable."""
+        request = call.request
+        if request.method not in ("GET", "HEAD"):
+            return None
+        d = call.d
+        if route.cache == "tier":
+            scope = f"tier:{d.tier_held}"
+        elif d.principal_id is not None:
+            scope = d.principal_id
+        else:
+            return None  # no principal to keep an answer for
+        call.cache_scope = scope
+        assert self.cache is not None
+        hit = self.cache.lookup(route.name, scope, call.path, request.headers)
+        if hit is None:
+            return None
+        entry, body, age = hit
+        headers = f"{entry.headers}age: {age}\r\nx-cache: HIT\r\n"
+        return self._finish(call, entry.status, headers, [], body)
 
     async def _forward(
         self,
-        request: Request,
-        d: Decision,
-        upstream: Upstream,
-        path: str,
+        call: Call,
         headers: str,
         host: str | None,
-        started: int,
         fresh: bool = False,
         first: Target | None = None,
     ) -> Response:
+        request = call.request
         body: bytes | BodyStream = request.stream if request.stream is not None else request.body
         try:
-            response = await upstream.request(
-                request.method, path, headers, host, body, fresh, first
+            response = await call.upstream.request(
+                request.method, call.path, headers, host, body, fresh, first
             )
         except (UpstreamError, BodyError) as exc:
-            return self._failed(request, d, upstream, exc, started)
-        return self._respond(request, d, upstream, response, started)
+            return self._failed(call, exc)
+        return self._respond(call, response)
 
-    def _failed(
-        self,
-        request: Request,
-        d: Decision,
-        upstream: Upstream,
-        error: UpstreamError | BodyError,
-        started: int,
-    ) -> Response:
+    def _failed(self, call: Call, error: UpstreamError | BodyError) -> Response:
         if isinstance(error, UpstreamError):
-            code, url, detail = error.code, error.target, error.detail
-            self._audit(request, d, upstream, error.status, code, url, detail, started)
+            self._audit(call, error.status, error.code, error.target, error.detail)
         # else the client's body failed first (timeout, too large): its status says so
-        return error_response(error.status, error.code, request.request_id)
+        return error_response(error.status, error.code, call.request.request_id)
 
-    def _respond(
-        self,
-        request: Request,
-        d: Decision,
-        upstream: Upstream,
-        response: UpstreamResponse,
-        started: int,
-    ) -> Response:
-        named = _NONE
+    def _respond(self, call: Call, response: UpstreamResponse) -> Response:
+        named = NONE
         for name, value in response.headers:
             if name == "connection":
-                named = _tokens(value)
+                named = tokens(value)
         headers = "".join(
             f"{name}: {value}\r\n"
             for name, value in response.headers
-            if name not in _DROP_RESPONSE and name not in named
-        ) + ratelimit_headers(d.ratelimit)
+            if name not in DROP_RESPONSE and name not in named
+        )
         stream = response.stream
+        if call.cache_scope is not None:
+            if stream is None and call.request.method == "GET":
+                self._keep(call, response, headers, response.body)
+            headers += "x-cache: MISS\r\n"
         if stream is None:
-            if request.method == "HEAD":  # announce the upstream's length, send no body
-                length = next((v for k, v in response.headers if k == "content-length"), None)
-                if length is not None:
-                    return StreamingResponse(response.status, headers, _nothing(), int(length))
-            return Response(response.status, headers, response.body)
-        return StreamingResponse(
+            return self._finish(call, response.status, headers, response.headers, response.body)
+        chunks = self._relay(call, response, headers)
+        length = stream.length
+        compressor = self.compressor
+        route = call.route
+        if compressor is not None and route is not None and route.compress:
+            encoding = compressor.encoding_for(
+                call.request.headers.get("accept-encoding"),
+                response.status,
+                response.headers,
+                length,
+            )
+            if encoding is not None:
+                headers = adjust_headers(headers, encoding)
+                chunks = compressor.stream(encoding, chunks)
+                length = None
+        headers += ratelimit_headers(call.d.ratelimit)
+        return StreamingResponse(response.status, headers, chunks, length)
+
+    def _finish(
+        self,
+        call: Call,
+        status: int,
+        headers: str,
+        upstream_headers: list[tuple[str, str]],
+        body: bytes,
+    ) -> Response:
+        """A whole answer: compressed if the route says so, HEAD keeping its length."""
+        request = call.request
+        route = call.route
+        compressor = self.compressor
+        if compressor is not None and route is not None and route.compress and body:
+            if not upstream_headers:  # from the cache: its rendered headers are all we have
+                upstream_headers = pairs(headers)
+            encoding = compressor.encoding_for(
+                request.headers.get("accept-encoding"), status, upstream_headers, len(body)
+            )
+            if encoding is not None:
+                headers = adjust_headers(headers, encoding)
+                body = compressor.compress(encoding, body)
+        headers += ratelimit_headers(call.d.ratelimit)
+        if request.method == "HEAD" and not body:  # announce the upstream's length
+            length = next((v for k, v in upstream_headers if k == "content-length"), None)
+            if length is not None:
+                return StreamingResponse(status, headers, _nothing(), int(length))
+        return Response(status, headers, body)
+
+    def _keep(self, call: Call, response: UpstreamResponse, headers: str, body: bytes) -> None:
+        assert self.cache is not None
+        assert call.route is not None
+        assert call.cache_scope is not None
+        owner = call.d.principal_id if call.route.cache == "principal" else None
+        self.cache.store(
+            call.route.name,
+            call.cache_scope,
+            owner,
+            call.path,
+            call.request.headers,
             response.status,
+            response.headers,
             headers,
-            self._relay(request, d, upstream, response, started),
-            stream.length,
+            body,
         )
 
     async def _relay(
-        self,
-        request: Request,
-        d: Decision,
-        upstream: Upstream,
-        response: UpstreamResponse,
-        started: int,
+        self, call: Call, response: UpstreamResponse, headers: str
     ) -> AsyncIterator[bytes]:
-        """The upstream's body as it arrives; a break is audited, then cuts the client off."""
+        """The upstream's body as it arrives; a break is audited, then cuts the client off.
+        A cacheable body is also kept, once it is complete, if it is small enough."""
         stream = response.stream
         assert stream is not None
+        keep: list[bytes] | None = None
+        if call.cache_scope is not None and call.request.method == "GET" and self.cache:
+            keep = []
+        kept = 0
         try:
             async for chunk in stream:
+                if keep is not None:
+                    kept += len(chunk)
+                    if self.cache is not None and kept <= self.cache.max_entry_bytes:
+                        keep.append(chunk)
+                    else:
+                        keep = None
                 yield chunk
         except BodyError as exc:
-            self._audit(request, d, upstream, exc.status, exc.code, "", "body broke off", started)
+            self._audit(call, exc.status, exc.code, "", "body broke off")
             raise
         finally:
             if not stream.complete and stream.failed is None:
                 # The client left (or we stopped): stop reading from the upstream.
                 response.abandon()
+        if keep is not None:
+            self._keep(call, response, headers, b"".join(keep))
 
-    def _headers(self, request: Request, d: Decision) -> str:
-        """The request's header block for the upstream, without Host and framing."""
-        h = request.headers
-        connection = h.get("connection")
-        named = _tokens(connection) if connection else _NONE
-        passed = "".join(
-            f"{name}: {value}\r\n"
-            for name, value in h.items()
-            if name not in _DROP_REQUEST and not name.startswith("x-auth-") and name not in named
-        )
-        peer = request.peer
-        trusted = request.trusted
-        xff = h.get("x-forwarded-for") if trusted else None
-        proto = (h.get("x-forwarded-proto") if trusted else None) or self.scheme
-        host = (h.get("x-forwarded-host") if trusted else None) or h.get("host", "")
-        node = f'"[{peer}]"' if ":" in peer else (peer or "unknown")
-        element = f"for={node};proto={proto}"
-        if host and '"' not in host and "\\" not in host:
-            element += f';host="{host}"'
-        forwarded = h.get("forwarded") if trusted else None
-        return (
-            f"{passed}{identity_headers(d)}"
-            f"x-forwarded-for: {f'{xff}, {peer}' if xff else peer}\r\n"
-            f"x-forwarded-proto: {proto}\r\nx-forwarded-host: {host}\r\n"
-            f"forwarded: {f'{forwarded}, {element}' if forwarded else element}\r\n"
-            f"x-request-id: {request.request_id}\r\n"
-        )
-
-    def _audit(
-        self,
-        request: Request,
-        d: Decision,
-        upstream: Upstream,
-        status: int,
-        code: str,
-        url: str,
-        detail: str,
-        started: int,
-    ) -> None:
-        details = {"upstream": upstream.name, "detail": detail[:200]}
+    def _audit(self, call: Call, status: int, code: str, url: str, detail: str) -> None:
+        request, d = call.request, call.d
+        details = {"upstream": call.upstream.name, "detail": detail[:200]}
         if url:
             details["url"] = url
         event = AuditEvent(
@@ -311,11 +343,11 @@ class Proxy:
             d.tier_required,
             d.route,
             request.method[:16],
-            (normalize_path(request.target) or request.target)[:512],
+            call.path.split("?", 1)[0][:512],
             status,
             request.request_id,
             None,
-            (time.perf_counter_ns() - started) // 1000,
+            (time.perf_counter_ns() - call.started) // 1000,
             details,
         )
         try:
@@ -335,19 +367,3 @@ def _chain(out: asyncio.Future[Response], task: asyncio.Task[Response]) -> None:
         out.set_exception(error)
     else:
         out.set_result(task.result())
-
-
-_NONE: frozenset[str] = frozenset()
-_token_cache: dict[str, frozenset[str]] = {}
-
-
-def _tokens(value: str) -> frozenset[str]:
-    """The lower-case names in a ``Connection`` header, memoised (they repeat)."""
-    found = _token_cache.get(value)
-    if found is None:
-        if len(_token_cache) > 1024:
-            _token_cache.clear()
-        found = _token_cache[value] = frozenset(
-            t.strip().lower() for t in value.split(",") if t.strip()
-        )
-    return found

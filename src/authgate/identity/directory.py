@@ -6,6 +6,7 @@ IdentityService` keeps it in step with the store.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 from authgate.errors import AuthenticationFailed, Reason
@@ -41,9 +42,20 @@ class Directory:
         self.by_name: dict[str, str] = {}
         self.keys: dict[str, ApiKey] = {}
         self._keys_of: dict[str, set[str]] = {}
+        # Told of every change: a principal id, or None when everything was reloaded.
+        # Caches of per-principal data (the gateway's response cache) listen here.
+        self.listeners: list[Callable[[str | None], None]] = []
 
     def replace_all(self, snapshot: Snapshot) -> None:
         """Load a store's snapshot, replacing whatever was here."""
+        listeners, self.listeners = self.listeners, []  # one notice for all, at the end
+        try:
+            self._replace_all(snapshot)
+        finally:
+            self.listeners = listeners
+        self._changed(None)
+
+    def _replace_all(self, snapshot: Snapshot) -> None:
         self.principals.clear()
         self._verified.clear()
         self.by_name.clear()
@@ -54,6 +66,10 @@ class Directory:
         for key in snapshot.keys:
             self.put_key(key)
 
+    def _changed(self, principal_id: str | None) -> None:
+        for listener in self.listeners:
+            listener(principal_id)
+
     def put_principal(self, principal: Principal) -> None:
         """Add or replace a principal."""
         old = self.principals.get(principal.id)
@@ -61,11 +77,13 @@ class Directory:
             self.by_name.pop(old.name, None)
         self.principals[principal.id] = principal
         self.by_name[principal.name] = principal.id
+        self._changed(principal.id)
 
     def put_key(self, key: ApiKey) -> None:
         """Add or replace a key."""
         self.keys[key.key_id] = key
         self._keys_of.setdefault(key.principal_id, set()).add(key.key_id)
+        self._changed(key.principal_id)
 
     def find(self, ref: str) -> Principal | None:
         """A principal by id or by name."""
