@@ -152,3 +152,40 @@ def test_arbitrary_documents_load_or_raise_config_error(
         path.write_text(text)
         with contextlib.suppress(ConfigError):  # the only exception a bad document may raise
             load_settings(path, {})
+
+
+def test_upstreams_load_from_the_file_and_routes_must_name_one(tmp_path: Path) -> None:
+    text = (
+        '[upstreams.models]\nurls = ["http://127.0.0.1:9000/base", "https://b.example"]\n'
+        "first_byte_timeout_s = 5\n"
+        '[[routes]]\nname = "all"\npath = "/*"\nupstream = "models"\ncache = "tier"\n'
+    )
+    settings = load_settings(write(tmp_path, text), {})
+    assert settings.upstreams["models"].urls == ("http://127.0.0.1:9000/base", "https://b.example")
+    assert settings.upstreams["models"].first_byte_timeout_s == 5
+    assert settings.routes[0].cache == "tier"
+    bad = text.replace('upstream = "models"', 'upstream = "nowhere"')
+    with pytest.raises(ConfigError, match=r"routes\[0\]\.upstream.*nowhere"):
+        load_settings(write(tmp_path, bad), {})
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://x", "http://", "http://user@host", "http://h/p?q=1", "127.0.0.1:80"]
+)
+def test_upstream_urls_are_checked(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError, match="upstreams"):
+        load_settings(write(tmp_path, f'[upstreams.a]\nurls = ["{url}"]\n'), {})
+
+
+def test_an_upstream_can_be_defined_by_variables_alone(tmp_path: Path) -> None:
+    env = {
+        "AUTHGATE_UPSTREAMS__DEFAULT__URLS": '["http://127.0.0.1:9000"]',
+        "AUTHGATE_UPSTREAMS__DEFAULT__MAX_FAILS": "7",
+    }
+    settings = load_settings(write(tmp_path, ""), env)
+    assert settings.upstreams["default"].urls == ("http://127.0.0.1:9000",)
+    assert settings.upstreams["default"].max_fails == 7
+    with pytest.raises(ConfigError, match="urls"):
+        load_settings(write(tmp_path, ""), {"AUTHGATE_UPSTREAMS__DEFAULT__MAX_FAILS": "7"})
+    with pytest.raises(ConfigError, match="AUTHGATE_UPSTREAMS__A__B__C"):
+        load_settings(write(tmp_path, ""), {"AUTHGATE_UPSTREAMS__A__B__C": "1"})

@@ -228,3 +228,66 @@ def test_durable_audit_mode_records_every_decision(tmp_path: Path) -> None:
     assert agents == {bytes.fromhex(agent_digest)}
     verified = cli(env, "audit", "verify", str(w0))
     assert verified.startswith("OK    3 records")
+
+
+def test_gateway_mode_streams_from_the_demo_upstream_to_curl(tmp_path: Path) -> None:
+    """`authgate demo-upstream` behind `authgate serve`, driven by curl as a user would."""
+    demo = subprocess.Popen(
+        [AUTHGATE, "demo-upstream", "--port", "0", "--interval-ms", "1"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert demo.stdout is not None
+    upstream = re.findall(r"http://127\.0\.0\.1:\d+", demo.stdout.readline())[0]
+    env = {
+        **os.environ,
+        "AUTHGATE_CONFIG": str(tmp_path / "authgate.toml"),
+        "AUTHGATE_SERVER__PORT": "0",
+        "AUTHGATE_CONTROL__ENABLED": "false",
+        "AUTHGATE_UPSTREAMS__DEFAULT__URLS": f'["{upstream}"]',
+    }
+    key = re.findall(r"agk_\w+", cli(env, "init", str(tmp_path)))[0]
+    proc = subprocess.Popen(
+        [AUTHGATE, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        base = re.findall(r"http://127\.0\.0\.1:\d+", proc.stdout.readline())[0]
+        body = '{"stream": true, "messages": [{"role": "user", "content": "one two"}]}'
+        out = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "-N",
+                "-H",
+                f"Authorization: Bearer {key}",
+                "-d",
+                body,
+                f"{base}/v1/chat/completions",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+        events = [line[6:] for line in out.splitlines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        assert "two" in "".join(events)
+        denied = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"{base}/v1/models"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+        assert denied == "401"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        demo.send_signal(signal.SIGTERM)
+        _, errors = proc.communicate(timeout=15)
+        demo.communicate(timeout=15)
+    assert proc.returncode == 0
+    assert "Traceback" not in errors
+    logs = [p for p in (tmp_path / "data" / "audit").rglob("w0") if p.is_dir()]
+    verified = cli(env, "audit", "verify", str(logs[0]))
+    assert verified.startswith("OK    2 records")  # the allowed chat and the denied models

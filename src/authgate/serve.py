@@ -61,8 +61,15 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 class Running:
     """A started worker: its services, servers, and how to stop them."""
 
-    def __init__(self, services: Services, data: Server, control: ControlServer | None) -> None:
+    def __init__(
+        self,
+        services: Services,
+        data: Server,
+        control: ControlServer | None,
+        proxy: Proxy | None = None,
+    ) -> None:
         self.services = services
+        self.proxy = proxy
         self.data = data
         self.control = control
         self.stopped = asyncio.Event()
@@ -86,6 +93,8 @@ class Running:
         if self._reloader is not None:
             self._reloader.cancel()
         await self.data.shutdown(grace)
+        if self.proxy is not None:
+            self.proxy.close()
         if self.control is not None:
             await self.control.stop()
         await self.services.close()
@@ -143,7 +152,7 @@ async def start(settings: Settings, *, worker: int = 0, reuse_port: bool = False
     # Request handling frees its objects by reference counting (it makes no cycles), so
     # young-generation passes find nothing; run them 50x less often than the default.
     gc.set_threshold(35_000, 20, 20)
-    running = Running(services, data, control)
+    running = Running(services, data, control, proxy)
     running._reloader = asyncio.get_running_loop().create_task(running._reload_loop())
     return running
 

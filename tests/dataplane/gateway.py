@@ -91,6 +91,8 @@ async def gateway(
         yield Gate(server.ports[0], key, bed, proxy, server)
     finally:
         await server.shutdown(1.0)
+        proxy.close()
+        await asyncio.sleep(0)  # let the transports finish closing
         await bed.identity.close()
 
 

@@ -103,6 +103,11 @@ class Proxy:
         if cache is not None:
             engine.directory.listeners.append(cache.forget)
 
+    def close(self) -> None:
+        """Close idle upstream connections (at shutdown)."""
+        for upstream in self.upstreams.values():
+            upstream.close()
+
     def __call__(self, request: Request) -> Response | Awaitable[Response]:
         """Decide; answer a denial at once, or forward."""
         if self.durable:

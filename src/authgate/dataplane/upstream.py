@@ -59,6 +59,12 @@ class Upstream:
         self._next = 0
         self._tls: ssl.SSLContext | None = None
 
+    def close(self) -> None:
+        """Close the idle connections (at shutdown; busy ones end with their exchange)."""
+        for target in self.targets:
+            while target.idle:
+                target.idle.pop().close()
+
     def pick(self, avoid: Target | None = None) -> Target:
         """The next URL in turn that is not out of service (any, if all are)."""
         targets = self.targets
