@@ -58,9 +58,23 @@ class Upstream:
         self.waiters: deque[asyncio.Future[None]] = deque()
         self._next = 0
         self._tls: ssl.SSLContext | None = None
+        # Exchanges in flight, whose deadlines one sweeper checks: a timer per request
+        # (call_at + cancel) costs more than the whole check, made a few times a second.
+        self.active: set[UpstreamConnection] = set()
+        shortest = min(settings.first_byte_timeout_s, settings.total_timeout_s)
+        self.tick = min(0.25, shortest / 4)
+        self._sweeper = self.loop.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            now = self.loop.time()
+            for conn in [c for c in self.active if c.wait_until <= now]:
+                conn.timed_out()
 
     def close(self) -> None:
         """Close the idle connections (at shutdown; busy ones end with their exchange)."""
+        self._sweeper.cancel()
         for target in self.targets:
             while target.idle:
                 target.idle.pop().close()

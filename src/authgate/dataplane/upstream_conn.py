@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 BUFFER_LIMIT = 64 * 1024  # responses up to this Content-Length are read whole
 MAX_RESPONSE_HEADER_BYTES = 64 * 1024
+FOREVER = float("inf")
+_NAMES: dict[bytes, str] = {}
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
@@ -123,8 +125,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.until_close = False
         self.sent = False
         self.done = False
-        self.deadline = 0.0
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # the exchange's end, at the latest
+        self.wait_until = FOREVER  # when the pool's sweeper times this exchange out
         self.abandoned = False
 
     # -- the exchange ---------------------------------------------------------------------
@@ -134,22 +136,21 @@ class UpstreamConnection(asyncio.Protocol):
         from the protocol's callbacks, with the answer or the error."""
         self.on_answer = on_answer
         self.head = head
-        self.deadline = self.loop.time() + self.pool.settings.total_timeout_s
+        now = self.loop.time()
+        self.deadline = self.wait_until = now + self.pool.settings.total_timeout_s
+        self.pool.active.add(self)
         assert self.transport is not None
         self.transport.write(data)
         if sent:
-            self.request_sent()
-        else:
-            self.timer = self.loop.call_at(self.deadline, self._timed_out)
+            self.sent = True
+            self.wait_until = min(self.deadline, now + self.pool.settings.first_byte_timeout_s)
 
     def request_sent(self) -> None:
         """The whole request is out: from now on the upstream has first_byte_timeout."""
         self.sent = True
         if self.status == 0 and not self.done:
-            if self.timer is not None:
-                self.timer.cancel()
-            at = min(self.deadline, self.loop.time() + self.pool.settings.first_byte_timeout_s)
-            self.timer = self.loop.call_at(at, self._timed_out)
+            at = self.loop.time() + self.pool.settings.first_byte_timeout_s
+            self.wait_until = min(self.deadline, at)
 
     async def drain(self) -> None:
         """Wait while the upstream is not reading what we write."""
@@ -157,8 +158,9 @@ class UpstreamConnection(asyncio.Protocol):
             self._drained = self.loop.create_future()
             await self._drained
 
-    def _timed_out(self) -> None:
-        self.timer = None
+    def timed_out(self) -> None:
+        """The sweeper found this exchange past its deadline."""
+        self.wait_until = FOREVER
         self._fail(UpstreamError(504, "upstream_timeout", "upstream too slow"))
 
     def _fail(self, error: UpstreamError | BodyError) -> None:
@@ -176,9 +178,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     def close(self) -> None:
         """Close the connection."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         if self.transport is not None:
             self.transport.close()
 
@@ -192,9 +191,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = None
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.pool.active.discard(self)
         if self.done or (self.on_answer is None and self.stream is None):
             self.pool.lost(self, in_use=False, failure=False)
             return
@@ -240,7 +237,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.header_bytes += len(name) + len(value)
         if self.header_bytes > MAX_RESPONSE_HEADER_BYTES:
             raise UpstreamError(502, "upstream_error", "response headers too large")
-        self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        lower = _NAMES.get(name)
+        if lower is None:  # header names repeat: decode and lower-case each once
+            lower = name.decode("latin-1").lower()
+            if len(_NAMES) < 4096:
+                _NAMES[name] = lower
+        self.headers.append((lower, value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -248,9 +250,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.interim = True
             return
         self.status = status
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.wait_until = self.deadline  # the first byte is in: the total timeout is left
         self.target.fails = 0
         if self.head or status == 204 or status == 304:
             # No body follows. llhttp would wait for a HEAD answer's announced body, so
@@ -271,7 +271,6 @@ class UpstreamConnection(asyncio.Protocol):
         assert transport is not None
         self.until_close = length is None and not chunked
         self.stream = BodyStream(length, transport.pause_reading, transport.resume_reading)
-        self.timer = self.loop.call_at(self.deadline, self._timed_out)
         self._answer(UpstreamResponse(status, self.headers, b"", self.stream, self))
 
     def _answer(self, response: UpstreamResponse) -> None:
@@ -304,9 +303,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _release(self) -> None:
         self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.pool.active.discard(self)
         stream = self.stream
         reusable = (
             self.sent
