@@ -137,17 +137,30 @@ def start_authgate(folder: Path, principals: int, upstream_port: int) -> tuple[A
     return proc, port, key
 
 
+def family(pid: int) -> list[int]:
+    """A process and its children (nginx's master and its worker)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return [pid, *kids]
+
+
 def measure(
     url: str, key: str, seconds: int, connections: int, pid: int | None
 ) -> dict[str, float]:
     headers = [f"X-API-Key: {key}"] if key else []
     wrk(url, headers, 2, connections, "1")  # warm-up
-    before = cpu_seconds(pid) if pid else 0.0
+    pids = family(pid) if pid else []
+    before = sum(cpu_seconds(p) for p in pids)
     run = wrk(url, headers, seconds, connections, "1")
-    if pid:
-        used = cpu_seconds(pid) - before
+    if pids:
+        used = sum(cpu_seconds(p) for p in pids) - before
         run["cpu_us_per_request"] = used * 1e6 / max(1, run["requests"])
-        run["rss_mib"] = rss_mib(pid)
+        run["rss_mib"] = sum(rss_mib(p) for p in pids)
     return run
 
 
