@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 IDLE, HEADERS, BODY, BUSY = range(4)
 WRITE, BODY_FULL, FAIL = 1, 2, 4
 FOREVER = float("inf")
+_NAMES: dict[bytes, str] = {}
 LINGER_S = 1.0  # a lingering close waits this long for more input...
 LINGER_MAX_S = 5.0  # ...and this long at most
 
@@ -247,7 +248,11 @@ class HttpProtocol(asyncio.Protocol):
         self.header_bytes += len(name) + len(value) + 4
         if self.header_bytes > self.limits.max_header_bytes:
             raise _Reject(431, "headers_too_large")
-        key = name.decode("latin-1").lower()
+        key = _NAMES.get(name)
+        if key is None:  # header names repeat: decode and lower-case each once
+            key = name.decode("latin-1").lower()
+            if len(_NAMES) < 4096:
+                _NAMES[name] = key
         text = value.decode("latin-1")
         previous = self.headers.get(key)
         self.headers[key] = text if previous is None else f"{previous}, {text}"

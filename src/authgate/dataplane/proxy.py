@@ -59,13 +59,33 @@ log = logging.getLogger(__name__)
 
 
 class Call:
-    """One forwarded request's context, carried from the decision to the answer."""
+    """One forwarded request's context, carried from the decision to the answer. On the
+    fast path it is also the upstream connection's answer callback (no closure per call)."""
 
-    __slots__ = ("cache_scope", "d", "path", "request", "route", "started", "upstream")
+    __slots__ = (
+        "cache_scope",
+        "d",
+        "headers",
+        "host",
+        "out",
+        "path",
+        "proxy",
+        "request",
+        "route",
+        "started",
+        "upstream",
+    )
 
     def __init__(
-        self, request: Request, d: Decision, upstream: Upstream, route: Route | None, path: str
+        self,
+        proxy: Proxy,
+        request: Request,
+        d: Decision,
+        upstream: Upstream,
+        route: Route | None,
+        path: str,
     ) -> None:
+        self.proxy = proxy
         self.request = request
         self.d = d
         self.upstream = upstream
@@ -73,6 +93,24 @@ class Call:
         self.path = path
         self.started = time.perf_counter_ns()
         self.cache_scope: str | None = None  # set when the answer may be cached
+        self.headers = ""
+        self.host: str | None = None
+        self.out: asyncio.Future[Response] | None = None
+
+    def __call__(self, result: UpstreamResponse | UpstreamError | BodyError) -> None:
+        """The upstream's answer (fast path): settle the future the server waits on."""
+        out = self.out
+        assert out is not None
+        proxy = self.proxy
+        if isinstance(result, UpstreamResponse):
+            out.set_result(proxy._respond(self, result))
+        elif isinstance(result, StaleConnection) and self.request.method in IDEMPOTENT:
+            retry = self.upstream.loop.create_task(
+                proxy._forward(self, self.headers, self.host, True)
+            )
+            retry.add_done_callback(partial(_chain, out))
+        else:
+            out.set_result(proxy._failed(self, result))
 
 
 class Proxy:
@@ -148,29 +186,21 @@ class Proxy:
         cut = target.find("?")
         if cut >= 0:
             path += target[cut:].split("#", 1)[0]
-        call = Call(request, d, upstream, self.routes.get(d.route or ""), path)
+        call = Call(self, request, d, upstream, self.routes.get(d.route or ""), path)
         route = call.route
         if route is not None and route.cache != "off" and self.cache is not None:
             hit = self._cached(call, route)
             if hit is not None:
                 return hit
-        headers = upstream_headers(request, d, self.scheme)
-        host = request.headers.get("host") if upstream.settings.preserve_host else None
+        call.headers = headers = upstream_headers(request, d, self.scheme)
+        if upstream.settings.preserve_host:
+            call.host = request.headers.get("host")
+        host = call.host
         if request.stream is None:
-            out: asyncio.Future[Response] = upstream.loop.create_future()
-
-            def on_answer(result: UpstreamResponse | UpstreamError | BodyError) -> None:
-                if isinstance(result, UpstreamResponse):
-                    out.set_result(self._respond(call, result))
-                elif isinstance(result, StaleConnection) and request.method in IDEMPOTENT:
-                    retry = upstream.loop.create_task(self._forward(call, headers, host, True))
-                    retry.add_done_callback(partial(_chain, out))
-                else:
-                    out.set_result(self._failed(call, result))
-
             first = upstream.pick()
             body = request.body
-            if upstream.send_now(first, request.method, path, headers, host, body, on_answer):
+            if upstream.send_now(first, request.method, path, headers, host, body, call):
+                call.out = out = upstream.loop.create_future()
                 return out
             return self._forward(call, headers, host, first=first)
         return self._forward(call, headers, host)
@@ -221,15 +251,17 @@ class Proxy:
         return error_response(error.status, error.code, call.request.request_id)
 
     def _respond(self, call: Call, response: UpstreamResponse) -> Response:
+        lines = []
         named = NONE
         for name, value in response.headers:
-            if name == "connection":
-                named = tokens(value)
-        headers = "".join(
-            f"{name}: {value}\r\n"
-            for name, value in response.headers
-            if name not in DROP_RESPONSE and name not in named
-        )
+            if name in DROP_RESPONSE:
+                if name == "connection":
+                    named = tokens(value) - _CONNECTION_OPTIONS
+                continue
+            lines.append(f"{name}: {value}\r\n")
+        if named:  # headers the upstream's Connection names are hop-by-hop too (rare)
+            lines = [line for line in lines if line.split(":", 1)[0] not in named]
+        headers = "".join(lines)
         stream = response.stream
         if call.cache_scope is not None:
             if stream is None and call.request.method == "GET":
@@ -359,6 +391,9 @@ class Proxy:
             self.sink.emit(event)
         except AuditUnavailable:
             log.error("audit unavailable: upstream failure %s not recorded", code)
+
+
+_CONNECTION_OPTIONS = frozenset({"keep-alive", "close"})
 
 
 async def _nothing() -> AsyncIterator[bytes]:

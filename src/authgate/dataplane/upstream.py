@@ -83,6 +83,8 @@ class Upstream:
         """The next URL in turn that is not out of service (any, if all are)."""
         targets = self.targets
         n = len(targets)
+        if n == 1:  # nothing to choose between (nginx, too, ignores max_fails then)
+            return targets[0]
         now = self.loop.time()
         for i in range(n):
             target = targets[(self._next + i) % n]
