@@ -193,6 +193,7 @@ class Audit(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     signing_key_file: str = "data/audit/signing.key"
     hmac_key_file: str = "data/audit/hmac.key"
     checkpoint_interval_s: PositiveSeconds = 1.0
+    commit_interval_ms: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
     segment_mib: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
     queue_max: Annotated[int, msgspec.Meta(ge=16, le=10_000_000)] = 100_000
 

@@ -80,6 +80,7 @@ class Decision(msgspec.Struct, frozen=True, gc=False):
     route: str | None = None
     upstream: str | None = None
     ratelimit: GcraResult | None = None
+    path: str | None = None  # the normalised path judged (set when a route matched)
 
     @property
     def allowed(self) -> bool:
@@ -279,6 +280,7 @@ class DecisionEngine:
             route.name,
             route.upstream,
             result,
+            path,
         )
 
 

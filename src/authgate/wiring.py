@@ -112,6 +112,7 @@ async def open_ledger(settings: Settings, log_name: str) -> Ledger:
         segment_bytes=audit.segment_mib << 20,
         queue_max=audit.queue_max,
         checkpoint_interval=audit.checkpoint_interval_s,
+        commit_interval=audit.commit_interval_ms / 1000,
     )
     report = await asyncio.to_thread(ledger.open)
     for note in report.notes:

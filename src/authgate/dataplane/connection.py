@@ -203,6 +203,9 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.closing and self.stream is None:
             return
+        if self.state == IDLE:  # a request begins: its headers are now on the clock
+            self.state = HEADERS
+            self.deadline = self.loop.time() + self.limits.header_timeout
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -234,11 +237,11 @@ class HttpProtocol(asyncio.Protocol):
 
     # httptools callbacks
 
-    def on_message_begin(self) -> None:
-        self.state = HEADERS
-        self.deadline = self.loop.time() + self.limits.header_timeout
-
     def on_url(self, url: bytes) -> None:
+        # A pipelined request's first callback (on_message_begin would cost one more call).
+        if self.state == IDLE:
+            self.state = HEADERS
+            self.deadline = self.loop.time() + self.limits.header_timeout
         self.url += url
         self.header_bytes += len(url)
         if self.header_bytes > self.limits.max_header_bytes:

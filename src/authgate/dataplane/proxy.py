@@ -182,7 +182,7 @@ class Proxy:
         if upstream is None:  # config validation makes this unreachable; fail closed
             return error_response(502, "no_upstream", request.request_id)
         target = request.target
-        path = normalize_path(target) or "/"
+        path = d.path or normalize_path(target) or "/"
         cut = target.find("?")
         if cut >= 0:
             path += target[cut:].split("#", 1)[0]
