@@ -23,6 +23,7 @@ import httptools
 
 from authgate.dataplane.body import CLIENT_GONE, BodyError, BodyStream
 from authgate.dataplane.http import (
+    Reject,
     Request,
     RequestIds,
     Response,
@@ -45,15 +46,6 @@ LINGER_S = 1.0  # a lingering close waits this long for more input...
 LINGER_MAX_S = 5.0  # ...and this long at most
 
 
-class _Reject(Exception):
-    """Raised inside a parser callback to stop parsing with an error answer."""
-
-    def __init__(self, status: int, code: str) -> None:
-        super().__init__(code)
-        self.status = status
-        self.code = code
-
-
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
@@ -67,7 +59,7 @@ class HttpProtocol(asyncio.Protocol):
         self.peer_trusted = False
         self.state = IDLE
         self.deadline = 0.0
-        self.queue: deque[Request | _Reject] = deque()
+        self.queue: deque[Request | Reject] = deque()
         self.busy = False
         self.closing = False  # we decided to close: after the current answer, nothing more
         self.peer_done = False  # the peer half-closed: answer what it sent, then close
@@ -115,7 +107,7 @@ class HttpProtocol(asyncio.Protocol):
         self.peer_trusted = self.server.is_trusted(self.peer) if self.server.trusted else False
         if len(self.server.connections) >= self.limits.max_connections or self.server.closing:
             self.server.rejected += 1
-            self._send_error(_Reject(503, "overloaded"))
+            self._send_error(Reject(503, "overloaded"))
             transport.close()
             return
         self.server.connections.add(self)
@@ -157,7 +149,7 @@ class HttpProtocol(asyncio.Protocol):
             self.closing = True
             self.deadline = FOREVER
         elif self.state in (HEADERS, BODY):
-            self._fail(_Reject(408, "request_timeout"))
+            self._fail(Reject(408, "request_timeout"))
 
     def begin_close(self) -> None:
         """Graceful shutdown: close now if idle, else after the in-flight answers."""
@@ -166,11 +158,9 @@ class HttpProtocol(asyncio.Protocol):
             self.abort()
 
     def abort(self, hard: bool = False) -> None:
-        """Close the connection now. If the client may still be sending (an error answered
-        before its request ended), close gracefully unless ``hard``: send our FIN, then read
-        and discard for a moment, so that its unread bytes do not make the kernel reset the
-        connection and destroy the answer before the client reads it (nginx's lingering
-        close)."""
+        """Close now; but if the client may still be sending, unless ``hard``, send our FIN
+        and discard input for a moment, lest its unread bytes make the kernel reset the
+        connection and destroy our answer (nginx's lingering close)."""
         transport = self.transport
         unread = self.failed or self.state == BODY or self.stream is not None
         if (
@@ -215,11 +205,11 @@ class HttpProtocol(asyncio.Protocol):
                 self.abort()
         except httptools.HttpParserCallbackError as exc:
             reject = exc.__context__
-            self._fail(reject if isinstance(reject, _Reject) else _Reject(400, "bad_request"))
+            self._fail(reject if isinstance(reject, Reject) else Reject(400, "bad_request"))
         except httptools.HttpParserError:
-            self._fail(_Reject(400, "bad_request"))
+            self._fail(Reject(400, "bad_request"))
 
-    def _fail(self, reject: _Reject) -> None:
+    def _fail(self, reject: Reject) -> None:
         """Queue an error answer after what is already queued, stop reading, then close."""
         if self.transport is None:
             return
@@ -245,12 +235,12 @@ class HttpProtocol(asyncio.Protocol):
         self.url += url
         self.header_bytes += len(url)
         if self.header_bytes > self.limits.max_header_bytes:
-            raise _Reject(431, "headers_too_large")
+            raise Reject(431, "headers_too_large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_bytes += len(name) + len(value) + 4
         if self.header_bytes > self.limits.max_header_bytes:
-            raise _Reject(431, "headers_too_large")
+            raise Reject(431, "headers_too_large")
         key = _NAMES.get(name)
         if key is None:  # header names repeat: decode and lower-case each once
             key = name.decode("latin-1").lower()
@@ -264,7 +254,7 @@ class HttpProtocol(asyncio.Protocol):
         headers = self.headers
         expect = headers.get("expect")
         if expect is not None and expect.lower() != "100-continue":
-            raise _Reject(417, "expectation_failed")
+            raise Reject(417, "expectation_failed")
         length = headers.get("content-length")
         limits = self.limits
         if length is None and "transfer-encoding" not in headers:
@@ -278,7 +268,7 @@ class HttpProtocol(asyncio.Protocol):
         )
         most = limits.max_stream_bytes if stream else limits.max_body_bytes
         if size is not None and size > most:
-            raise _Reject(413, "body_too_large")
+            raise Reject(413, "body_too_large")
         if expect is not None and self.parser.get_http_version() == "1.1":
             assert self.transport is not None
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -303,13 +293,13 @@ class HttpProtocol(asyncio.Protocol):
         stream = self.stream
         if stream is not None:
             if self.body_bytes > self.limits.max_stream_bytes:
-                raise _Reject(413, "body_too_large")
+                raise Reject(413, "body_too_large")
             stream.feed(body)
             if not self.paused:  # a streamed body times out between reads, not in total
                 self.deadline = self.loop.time() + self.limits.body_timeout
             return
         if self.body_bytes > self.limits.max_body_bytes:
-            raise _Reject(413, "body_too_large")
+            raise Reject(413, "body_too_large")
         self.body.append(body)
 
     def _request(self, stream: BodyStream | None) -> Request:
@@ -391,7 +381,7 @@ class HttpProtocol(asyncio.Protocol):
         """Answer queued requests in order until one needs to wait."""
         while self.queue and not self.busy:
             item = self.queue.popleft()
-            if isinstance(item, _Reject):
+            if isinstance(item, Reject):
                 self._send_error(item)
                 self.abort()
                 return
@@ -427,7 +417,7 @@ class HttpProtocol(asyncio.Protocol):
     async def _stream(self, request: Request, response: StreamingResponse) -> None:
         await send_stream(self, request, response)
 
-    def _send_error(self, reject: _Reject) -> None:
+    def _send_error(self, reject: Reject) -> None:
         if self.transport is not None:
             rid = self.server.ids.new()
             response = error_response(reject.status, reject.code, rid)

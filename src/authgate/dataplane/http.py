@@ -35,6 +35,15 @@ REASONS = {
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+class Reject(Exception):
+    """Raised inside a parser callback to stop parsing with an error answer."""
+
+    def __init__(self, status: int, code: str) -> None:
+        super().__init__(code)
+        self.status = status
+        self.code = code
+
+
 class Request:
     """One parsed request. ``headers`` maps lower-case names to values (repeats joined by
     ``, ``); ``trusted`` says whether the peer is a configured trusted proxy. A proxied
