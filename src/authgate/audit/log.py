@@ -29,6 +29,7 @@ import logging
 import os
 import threading
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +39,8 @@ from authgate.audit.merkle import Frontier, leaf_hash
 from authgate.audit.note import Checkpoint, Signer, Verifier, open_note, sign_note
 from authgate.audit.retention import load_frontier
 from authgate.audit.segment import (
+    FRAME,
     ScanEnd,
-    frame,
     fsync_directory,
     header,
     list_segments,
@@ -204,6 +205,11 @@ class Ledger:
 
     def emit(self, event: AuditEvent) -> None:
         """Enqueue an event (async mode). Raises AuditUnavailable when failed or full."""
+        queue = self._queue
+        n = len(queue)
+        if self.failed is None and n < self.queue_max and n + 1 < self.batch_max:
+            queue.append((encode(event), None))  # the common case of _enqueue, inline
+            return
         self._enqueue(encode(event), None)
 
     async def emit_durable(self, event: AuditEvent) -> int:
@@ -260,7 +266,16 @@ class Ledger:
         if self._fd < 0 or self._segment_size >= self.segment_bytes:
             self._roll()
         first = self.frontier.size
-        data = b"".join(frame(payload) for payload, _ in batch)
+        # frame() inlined: this loop runs once per event, on the request path's core.
+        pack, crc = FRAME.pack, zlib.crc32
+        parts: list[bytes] = []
+        extend = parts.extend
+        waiting = False
+        for payload, waiter in batch:
+            extend((pack(len(payload)), payload, pack(crc(payload))))
+            if waiter is not None:
+                waiting = True
+        data = b"".join(parts)
         try:
             view = memoryview(data)
             while view:
@@ -273,8 +288,11 @@ class Ledger:
                     waiter[0].call_soon_threadsafe(_fail, waiter[1], exc)
             raise
         self._segment_size += len(data)
+        append = self.frontier.append
         for payload, _ in batch:
-            self.frontier.append(leaf_hash(payload))
+            append(leaf_hash(payload))
+        if not waiting:
+            return
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], int]]] = {}
         for i, (_, waiter) in enumerate(batch):
             if waiter is not None:

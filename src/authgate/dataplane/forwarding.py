@@ -42,9 +42,11 @@ def upstream_headers(request: Request, d: Decision, scheme: str) -> str:
     connection = h.get("connection")
     named = tokens(connection) if connection else NONE
     passed = "".join(
-        f"{name}: {value}\r\n"
-        for name, value in h.items()
-        if name not in _DROP_REQUEST and not name.startswith("x-auth-") and name not in named
+        [
+            f"{name}: {value}\r\n"
+            for name, value in h.items()
+            if name not in _DROP_REQUEST and not name.startswith("x-auth-") and name not in named
+        ]
     )
     peer = request.peer
     trusted = request.trusted
