@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 from collections.abc import AsyncIterator
 
 from authgate import demo_upstream
@@ -331,3 +333,17 @@ async def test_upstream_demo_answers_bad_input_cleanly() -> None:
         )
     await up.shutdown(1.0)
     assert (bad[0], chat[0]) == (400, 400)
+
+
+async def test_an_upstream_that_resets_is_502() -> None:
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST, not FIN
+
+    async with raw_upstream(reset) as url, gateway([url]) as gw:
+        status, _, body = await fetch(gw.port, request("/v1/echo", gw.key))
+        events = gw.upstream_events()
+    assert (status, json.loads(body)["error"]) == (502, "upstream_closed")
+    assert [e["reason"] for e in events] == ["upstream_closed"]

@@ -170,6 +170,22 @@ async def test_revoking_a_key_drops_its_principals_entries() -> None:
     assert revoked[0] == 401
 
 
+async def test_disabling_a_principal_drops_its_entries() -> None:
+    up, _origin = await origin_gateway()
+    async with gateway([f"http://127.0.0.1:{up.ports[0]}"]) as gw:
+        identity = gw.bed.identity
+        target = "/v1/cached/x?cc=max-age=60"
+        await get(gw, target, gw.key)
+        cache = gw.proxy.cache
+        assert cache is not None
+        owner = identity.principal("caller").id
+        assert cache.by_owner.get(owner)
+        await identity.set_disabled("caller", True)
+        assert not cache.by_owner.get(owner)
+        assert (await get(gw, target, gw.key))[0] == 401
+    await up.shutdown(1.0)
+
+
 async def test_entries_expire() -> None:
     up, _origin = await origin_gateway()
     async with gateway([f"http://127.0.0.1:{up.ports[0]}"]) as gw:
