@@ -347,3 +347,22 @@ async def test_an_upstream_that_resets_is_502() -> None:
         events = gw.upstream_events()
     assert (status, json.loads(body)["error"]) == (502, "upstream_closed")
     assert [e["reason"] for e in events] == ["upstream_closed"]
+
+
+async def test_hop_by_hop_response_headers_stay_with_the_upstream_connection() -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n"
+            b"Keep-Alive: timeout=5\r\nX-Kept: yes\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\n"
+            b"Content-Length: 2\r\n\r\nok"
+        )
+        await writer.drain()
+
+    async with raw_upstream(answer) as url, gateway([url]) as gw:
+        status, headers, body = await fetch(gw.port, request("/v1/echo", gw.key))
+    assert (status, body, headers["x-kept"]) == (200, b"ok", "yes")
+    assert "x-secret" not in headers
+    assert "keep-alive" not in headers
+    assert headers["date"] != "Mon, 01 Jan 2001 00:00:00 GMT"
+    assert headers["content-length"] == "2"

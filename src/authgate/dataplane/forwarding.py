@@ -32,8 +32,6 @@ _DROP_REQUEST = HOP_BY_HOP | {
     "x-forwarded-host",
     "x-request-id",
 }
-# Response headers the server writes itself, or that belong to the upstream hop.
-DROP_RESPONSE = HOP_BY_HOP | {"content-length", "date", "x-request-id"}
 
 
 def upstream_headers(request: Request, d: Decision, scheme: str) -> str:

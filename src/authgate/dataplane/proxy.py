@@ -36,10 +36,7 @@ from authgate.dataplane.cache import ResponseCache
 from authgate.dataplane.compress import Compressor, adjust_headers
 from authgate.dataplane.forward_auth import client_address, denial, ratelimit_headers
 from authgate.dataplane.forwarding import (
-    DROP_RESPONSE,
-    NONE,
     pairs,
-    tokens,
     upstream_headers,
 )
 from authgate.dataplane.http import Request, Response, StreamingResponse, error_response
@@ -224,7 +221,7 @@ class Proxy:
             return None
         entry, body, age = hit
         headers = f"{entry.headers}age: {age}\r\nx-cache: HIT\r\n"
-        return self._finish(call, entry.status, headers, [], body)
+        return self._finish(call, entry.status, headers, [], body, None)
 
     async def _forward(
         self,
@@ -251,24 +248,19 @@ class Proxy:
         return error_response(error.status, error.code, call.request.request_id)
 
     def _respond(self, call: Call, response: UpstreamResponse) -> Response:
-        lines = []
-        named = NONE
-        for name, value in response.headers:
-            if name in DROP_RESPONSE:
-                if name == "connection":
-                    named = tokens(value) - _CONNECTION_OPTIONS
-                continue
-            lines.append(f"{name}: {value}\r\n")
-        if named:  # headers the upstream's Connection names are hop-by-hop too (rare)
-            lines = [line for line in lines if line.split(":", 1)[0] not in named]
-        headers = "".join(lines)
+        # The connection has already taken out hop-by-hop and framing headers.
+        headers = "".join(
+            [f"{name}: {value}\r\n" for name, value in response.headers if name not in _OURS]
+        )
         stream = response.stream
         if call.cache_scope is not None:
             if stream is None and call.request.method == "GET":
                 self._keep(call, response, headers, response.body)
             headers += "x-cache: MISS\r\n"
         if stream is None:
-            return self._finish(call, response.status, headers, response.headers, response.body)
+            return self._finish(
+                call, response.status, headers, response.headers, response.body, response.length
+            )
         chunks = self._relay(call, response, headers)
         length = stream.length
         compressor = self.compressor
@@ -294,6 +286,7 @@ class Proxy:
         headers: str,
         upstream_headers: list[tuple[str, str]],
         body: bytes,
+        announced: int | None,
     ) -> Response:
         """A whole answer: compressed if the route says so, HEAD keeping its length."""
         request = call.request
@@ -309,10 +302,8 @@ class Proxy:
                 headers = adjust_headers(headers, encoding)
                 body = compressor.compress(encoding, body)
         headers += ratelimit_headers(call.d.ratelimit)
-        if request.method == "HEAD" and not body:  # announce the upstream's length
-            length = next((v for k, v in upstream_headers if k == "content-length"), None)
-            if length is not None:
-                return StreamingResponse(status, headers, _nothing(), int(length))
+        if request.method == "HEAD" and not body and announced is not None:
+            return StreamingResponse(status, headers, _nothing(), announced)
         return Response(status, headers, body)
 
     def _keep(self, call: Call, response: UpstreamResponse, headers: str, body: bytes) -> None:
@@ -393,7 +384,7 @@ class Proxy:
             log.error("audit unavailable: upstream failure %s not recorded", code)
 
 
-_CONNECTION_OPTIONS = frozenset({"keep-alive", "close"})
+_OURS = frozenset({"date", "x-request-id"})  # the server writes its own
 
 
 async def _nothing() -> AsyncIterator[bytes]:

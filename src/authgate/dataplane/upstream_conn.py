@@ -22,6 +22,20 @@ BUFFER_LIMIT = 64 * 1024  # responses up to this Content-Length are read whole
 MAX_RESPONSE_HEADER_BYTES = 64 * 1024
 FOREVER = float("inf")
 _NAMES: dict[bytes, str] = {}
+# Response headers that belong to this connection, not to the answer (RFC 9110 §7.6.1).
+_CONNECTION_LEVEL = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "content-length",
+    }
+)
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
@@ -66,7 +80,7 @@ class Target:
 class UpstreamResponse:
     """An upstream's answer: ``body`` when read whole, else ``stream``."""
 
-    __slots__ = ("_conn", "body", "headers", "status", "stream")
+    __slots__ = ("_conn", "body", "headers", "length", "status", "stream")
 
     def __init__(
         self,
@@ -74,12 +88,14 @@ class UpstreamResponse:
         headers: list[tuple[str, str]],
         body: bytes,
         stream: BodyStream | None,
+        length: int | None,
         conn: UpstreamConnection | None = None,
     ) -> None:
         self.status = status
-        self.headers = headers
+        self.headers = headers  # less hop-by-hop and framing headers (see on_header)
         self.body = body
         self.stream = stream
+        self.length = length  # the announced Content-Length (HEAD answers have no body)
         self._conn = conn
 
     def abandon(self) -> None:
@@ -118,6 +134,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.status = 0
         self.headers: list[tuple[str, str]] = []
         self.header_bytes = 0
+        self.length: int | None = None
+        self.chunked = False
+        self.connection = ""
         self.parts: list[bytes] = []
         self.received = False
         self.head = False
@@ -242,6 +261,14 @@ class UpstreamConnection(asyncio.Protocol):
             lower = name.decode("latin-1").lower()
             if len(_NAMES) < 4096:
                 _NAMES[name] = lower
+        if lower in _CONNECTION_LEVEL:  # framing and hop-by-hop: this connection's only
+            if lower == "content-length":
+                self.length = int(value)  # llhttp has checked it: digits, one value
+            elif lower == "transfer-encoding":
+                self.chunked = True
+            elif lower == "connection":
+                self.connection += value.decode("latin-1").lower() + ","
+            return
         self.headers.append((lower, value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
@@ -252,26 +279,25 @@ class UpstreamConnection(asyncio.Protocol):
         self.status = status
         self.wait_until = self.deadline  # the first byte is in: the total timeout is left
         self.target.fails = 0
+        if self.connection:  # headers named in Connection are hop-by-hop too (rare)
+            named = {t.strip() for t in self.connection.split(",")} - {"", "keep-alive", "close"}
+            if named:
+                self.headers = [(n, v) for n, v in self.headers if n not in named]
+        length = self.length
         if self.head or status == 204 or status == 304:
             # No body follows. llhttp would wait for a HEAD answer's announced body, so
             # that connection is not reused.
-            self._answer(UpstreamResponse(status, self.headers, b"", None))
+            self._answer(UpstreamResponse(status, self.headers, b"", None, length))
             self._release()
             return
-        length: int | None = None
-        chunked = False
-        for name, value in self.headers:
-            if name == "content-length":
-                length = int(value)
-            elif name == "transfer-encoding":
-                chunked = True
+        chunked = self.chunked
         if length is not None and length <= BUFFER_LIMIT and not chunked:
             return  # read whole, answered at message complete
         transport = self.transport
         assert transport is not None
         self.until_close = length is None and not chunked
         self.stream = BodyStream(length, transport.pause_reading, transport.resume_reading)
-        self._answer(UpstreamResponse(status, self.headers, b"", self.stream, self))
+        self._answer(UpstreamResponse(status, self.headers, b"", self.stream, length, self))
 
     def _answer(self, response: UpstreamResponse) -> None:
         on_answer = self.on_answer
@@ -290,6 +316,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.interim = False
             self.headers = []
             self.header_bytes = 0
+            self.length = None
+            self.chunked = False
+            self.connection = ""
             return
         if self.on_answer is None and self.stream is None:
             return  # already handed over and released (HEAD, 204, 304)
@@ -298,7 +327,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.stream.finish()
         else:
             body = b"".join(self.parts) if len(self.parts) != 1 else self.parts[0]
-            self._answer(UpstreamResponse(self.status, self.headers, body, None))
+            self._answer(UpstreamResponse(self.status, self.headers, body, None, self.length))
         self._release()
 
     def _release(self) -> None:
