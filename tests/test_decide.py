@@ -191,10 +191,22 @@ async def _login_reason(bed: Harness, password: str, login: str = "pw-user") -> 
 
 
 LOGIN_REASONS = {Reason.INVALID_PASSWORD, Reason.LOCKED_OUT, Reason.NO_PASSWORD}
+# Produced by Tokens.verify, each pinned in tests/test_tokens.py. They join SCENARIOS when
+# the data plane accepts bearer JWTs (the rest of issue 6).
+TOKEN_REASONS = {
+    Reason.MALFORMED_TOKEN,
+    Reason.UNSUPPORTED_ALGORITHM,
+    Reason.UNKNOWN_SIGNING_KEY,
+    Reason.INVALID_SIGNATURE,
+    Reason.EXPIRED_TOKEN,
+    Reason.TOKEN_NOT_YET_VALID,
+    Reason.WRONG_ISSUER,
+    Reason.WRONG_AUDIENCE,
+}
 
 
 def test_every_reason_code_has_a_scenario() -> None:
-    assert set(Reason) == set(SCENARIOS) | LOGIN_REASONS
+    assert set(Reason) == set(SCENARIOS) | LOGIN_REASONS | TOKEN_REASONS
 
 
 STATUS = {

@@ -52,6 +52,14 @@ class Reason(StrEnum):
     NO_PASSWORD = "no_password"
     INTERNAL_ERROR = "internal_error"
     AUDIT_UNAVAILABLE = "audit_unavailable"
+    MALFORMED_TOKEN = "malformed_token"
+    UNSUPPORTED_ALGORITHM = "unsupported_algorithm"
+    UNKNOWN_SIGNING_KEY = "unknown_signing_key"
+    INVALID_SIGNATURE = "invalid_signature"
+    EXPIRED_TOKEN = "expired_token"
+    TOKEN_NOT_YET_VALID = "token_not_yet_valid"
+    WRONG_ISSUER = "wrong_issuer"
+    WRONG_AUDIENCE = "wrong_audience"
 
 
 class AuthgateError(Exception):
