@@ -198,6 +198,17 @@ class Audit(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     queue_max: Annotated[int, msgspec.Meta(ge=16, le=10_000_000)] = 100_000
 
 
+class Tokens(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Access tokens: EdDSA JWTs that the data plane accepts beside API keys."""
+
+    enabled: bool = True
+    issuer: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] = "authgate"
+    audience: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] = "authgate"
+    lifetime_minutes: Annotated[int, msgspec.Meta(ge=1, le=24 * 60)] = 15
+    leeway_s: Annotated[int, msgspec.Meta(ge=0, le=300)] = 30
+    keys_file: str = "data/token-keys.json"
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """All of authgate's settings. Relative paths are resolved against ``base_dir``."""
 
@@ -214,6 +225,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     upstreams: dict[Name, Upstream] = msgspec.field(default_factory=dict)
     cache: Cache = msgspec.field(default_factory=Cache)
     compression: Compression = msgspec.field(default_factory=Compression)
+    tokens: Tokens = msgspec.field(default_factory=Tokens)
 
     def path(self, value: str) -> Path:
         """Resolve a path setting against the directory of the config file."""

@@ -4,8 +4,10 @@
 gateway: it does no I/O and no imports, and no exception escapes it. Its order is fixed:
 
 1. normalise the path (``malformed_request``);
-2. authenticate the credential — ``Authorization: Bearer <key>`` or ``X-API-Key`` — so an
-   unauthenticated caller learns nothing about the route table;
+2. authenticate the credential — ``Authorization: Bearer <key or JWT>`` or ``X-API-Key`` —
+   so an unauthenticated caller learns nothing about the route table. A JWT is verified
+   (or found in the verified-token cache) and its subject's live state checked on every
+   use: its tier and scopes are the token's, capped by what the subject holds now;
 3. match the route (``no_route``) and check tier and scopes;
 4. count the request against the principal's GCRA limit (per route where the rule says so).
 
@@ -31,6 +33,7 @@ from authgate.identity.directory import Directory
 from authgate.policy import Policy, check_access, normalize_path
 from authgate.ratelimit.gcra import GcraResult, Limit
 from authgate.ratelimit.local import LocalLimiter
+from authgate.tokens import Tokens
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +130,10 @@ class DecisionEngine:
         *,
         allow_anonymous: bool = False,
         audit_key: bytes | None = None,
+        tokens: Tokens | None = None,
     ) -> None:
         self.directory = directory
+        self.tokens = tokens
         self.policy = policy
         self.limiter = limiter
         self.sink = sink
@@ -248,12 +253,24 @@ class DecisionEngine:
                 return _deny(credential)
             principal_id = key_id = None
             tier, scopes, subject = 0, _NO_SCOPES, f"anon:{client}"
+        elif self.tokens is not None and credential.count(".") == 2:  # a JWT, not a key
+            try:
+                claims = self.tokens.verify(credential, now)
+                who = self.directory.check_subject(claims.sub, claims.akid, now)
+            except AuthenticationFailed as exc:
+                return _deny(exc.reason)
+            principal_id = subject = claims.sub
+            key_id = claims.akid
+            # never more than the token says, nor more than the subject holds right now
+            tier = min(claims.tier, who.tier)
+            scopes = claims.scope & who.scopes
         else:
             try:
                 who = self.directory.authenticate_key(credential, now)
             except AuthenticationFailed as exc:
                 return _deny(exc.reason)
             principal_id = subject = who.principal.id
+            assert who.key is not None
             key_id = who.key.key_id
             tier, scopes = who.tier, who.scopes
         route = self.policy.match(method, path)

@@ -13,6 +13,7 @@ from authgate.identity.service import IdentityService
 from authgate.identity.store import MemoryIdentityStore
 from authgate.policy import build_policy
 from authgate.ratelimit.local import LocalLimiter
+from authgate.tokens import KeyRing, Tokens, new_signing_key
 
 __all__ = [
     "CapturingSink",
@@ -87,6 +88,12 @@ class Harness:
     identity: IdentityService
     engine: DecisionEngine
 
+    @property
+    def tokens(self) -> Tokens:
+        """The engine's token service (an in-memory key ring)."""
+        assert self.engine.tokens is not None
+        return self.engine.tokens
+
 
 async def make_harness(settings: Settings | None = None) -> Harness:
     """Build and start an engine over in-memory doubles."""
@@ -103,5 +110,12 @@ async def make_harness(settings: Settings | None = None) -> Harness:
         sink,
         clock,
         allow_anonymous=settings.allow_anonymous,
+        tokens=Tokens(
+            KeyRing((new_signing_key(clock.now_ns()),)),
+            settings.tokens.issuer,
+            settings.tokens.audience,
+            settings.tokens.lifetime_minutes * 60.0,
+            float(settings.tokens.leeway_s),
+        ),
     )
     return Harness(settings, clock, sink, store, identity, engine)

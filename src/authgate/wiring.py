@@ -10,6 +10,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from authgate.audit.log import Ledger
 from authgate.audit.note import Signer
 from authgate.audit.sink import AuditSink, MemorySink
@@ -22,6 +24,7 @@ from authgate.identity.sqlite import SqliteIdentityStore
 from authgate.identity.store import IdentityStore
 from authgate.policy import Policy, build_policy
 from authgate.ratelimit.local import LocalLimiter
+from authgate.tokens import KeyRing, KeyRingFile, Tokens, new_signing_key
 
 PEPPER_BYTES = 32
 log = logging.getLogger(__name__)
@@ -93,6 +96,24 @@ def load_hmac_key(path: Path, *, create: bool) -> bytes:
         return read_secret_hex(path, "audit HMAC key")
     except FileNotFoundError:
         raise ConfigError(f"audit HMAC key {path} does not exist; run 'authgate init'") from None
+
+
+def load_token_ring(path: Path, now_ns: int, *, create: bool) -> KeyRing:
+    """The token signing keys at ``path``; a first key is created (mode 600) when missing."""
+    if not path.exists() and create:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        first = KeyRingFile((new_signing_key(now_ns),))
+        write_new_file(path, msgspec.json.encode(first), 0o600)  # never replaces one
+    return KeyRing.load(path)
+
+
+def build_tokens(settings: Settings, now_ns: int) -> Tokens | None:
+    """The token service, or None when tokens are disabled."""
+    t = settings.tokens
+    if not t.enabled:
+        return None
+    ring = load_token_ring(settings.path(t.keys_file), now_ns, create=True)
+    return Tokens(ring, t.issuer, t.audience, t.lifetime_minutes * 60.0, float(t.leeway_s))
 
 
 def instance_name(settings: Settings) -> str:
@@ -189,5 +210,6 @@ async def build_services(
         clock,
         allow_anonymous=settings.allow_anonymous,
         audit_key=audit_key,
+        tokens=build_tokens(settings, clock.now_ns()),
     )
     return Services(settings, clock, identity, policy, limiter, sink, engine, ledger)

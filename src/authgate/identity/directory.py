@@ -18,7 +18,7 @@ class Authenticated(NamedTuple):
     """Who a credential belongs to, and the tier and scopes it carries right now."""
 
     principal: Principal
-    key: ApiKey
+    key: ApiKey | None  # None for a token issued without an API key (a login)
     tier: int
     scopes: frozenset[str]
 
@@ -111,6 +111,32 @@ class Directory:
             self._verified.clear()
         self._verified[raw] = key.key_id
         return key
+
+    def check_subject(self, principal_id: str, key_id: str | None, now_ns: int) -> Authenticated:
+        """The live state behind a verified token: its principal must exist and be enabled,
+        and the API key it was issued against (if any) must still be valid. Checked on every
+        use of the token, so revocation and disabling act at once."""
+        principal = self.principals.get(principal_id)
+        if principal is None:
+            raise AuthenticationFailed(Reason.UNKNOWN_PRINCIPAL)
+        if principal.disabled:
+            raise AuthenticationFailed(Reason.DISABLED_PRINCIPAL)
+        tier = principal.effective_tier(now_ns)
+        scopes = principal.scopes
+        key = None
+        if key_id is not None:
+            key = self.keys.get(key_id)
+            if key is None or key.principal_id != principal_id:
+                raise AuthenticationFailed(Reason.UNKNOWN_KEY)
+            if key.revoked_ns is not None:
+                raise AuthenticationFailed(Reason.REVOKED_KEY)
+            if key.expires_ns is not None and now_ns >= key.expires_ns:
+                raise AuthenticationFailed(Reason.EXPIRED_KEY)
+            if key.tier is not None and key.tier < tier:
+                tier = key.tier
+            if key.scopes is not None:
+                scopes = scopes & key.scopes
+        return Authenticated(principal, key, tier, scopes)
 
     def authenticate_key(self, raw: str, now_ns: int) -> Authenticated:
         """Check an API key; raise AuthenticationFailed with the precise reason otherwise.
