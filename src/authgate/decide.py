@@ -222,6 +222,12 @@ class DecisionEngine:
         )
         return decision, event
 
+    def personal(self, value: str | None) -> bytes | None:
+        """The HMAC of a personal value for an audit event; None without an audit key."""
+        if value is None or self._audit_key is None:
+            return None
+        return self._personal(value)
+
     def _personal(self, value: str | None) -> bytes | None:
         """HMAC-SHA256 of a personal value (client address, user agent) under the audit key,
         memoised: a digest costs ~2 µs here and these values repeat."""

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from authgate.dataplane.forward_auth import PREFIX, ForwardAuth
 from authgate.dataplane.http import Handler, Request, Response, json_response
 from authgate.dataplane.router import Router
+from authgate.dataplane.token_endpoint import JWKS_PATH, TokenEndpoint
+from authgate.dataplane.token_endpoint import PATH as TOKEN_PATH
 from authgate.decide import DecisionEngine
 
 
@@ -18,7 +20,8 @@ def build_router(
     proxy: Handler | None = None,
 ) -> Router:
     """Routes for ``authgate serve``: ``/v1/authorize[/...]``, ``/healthz``, ``/readyz``,
-    and in gateway mode (``proxy``) every other path.
+    ``/v1/token`` and ``/.well-known/jwks.json`` (with tokens on), and in gateway mode
+    (``proxy``) every other path.
 
     ``ready`` returns named checks; ``/readyz`` is 200 when all pass, 503 otherwise. With
     ``durable``, forward-auth answers only once the decision's audit event is fsynced.
@@ -37,6 +40,11 @@ def build_router(
         checks = ready()
         ok = all(checks.values())
         return json_response(200 if ok else 503, {"ready": ok, "checks": checks})
+
+    if engine.tokens is not None:
+        endpoint = TokenEndpoint(engine, engine.tokens)
+        router.add(TOKEN_PATH, endpoint)
+        router.add(JWKS_PATH, endpoint.jwks)
 
     router.add("/healthz", healthz)
     router.add("/readyz", readyz)

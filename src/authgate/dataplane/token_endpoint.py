@@ -1,0 +1,170 @@
+"""``POST /v1/token`` (OAuth 2.0 client credentials, RFC 6749 §4.4) and
+``GET /.well-known/jwks.json``.
+
+The client is an API key: HTTP Basic with the key id as user and the key (or its secret
+part) as password, or the key as a bearer credential or ``X-API-Key``. The body is a form or
+JSON with ``grant_type=client_credentials`` and an optional ``scope`` that may narrow the
+key's scopes, never widen them. The answer is RFC 6749 §5.1 (``access_token``,
+``token_type``, ``expires_in``, ``scope``, ``Cache-Control: no-store``); errors are §5.2
+(``invalid_request``, ``invalid_client`` with 401 and a Basic challenge,
+``unsupported_grant_type``, ``invalid_scope``). Every issue and refusal is audited; a token
+the audit ledger cannot record is not issued (503 ``audit_unavailable``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from authgate.audit.event import AuditEvent, EventType, new_event_id
+from authgate.dataplane.forward_auth import client_address
+from authgate.dataplane.http import Request, Response, error_response, json_response
+from authgate.decide import DecisionEngine
+from authgate.errors import AuditUnavailable, AuthenticationFailed, Reason
+from authgate.tokens import Tokens
+
+PATH = "/v1/token"
+JWKS_PATH = "/.well-known/jwks.json"
+_NO_STORE = "cache-control: no-store\r\npragma: no-cache\r\n"
+
+
+class TokenEndpoint:
+    """Issues access tokens for API keys."""
+
+    def __init__(self, engine: DecisionEngine, tokens: Tokens) -> None:
+        self.engine = engine
+        self.tokens = tokens
+
+    def jwks(self, request: Request) -> Response:
+        """The public signing keys."""
+        return json_response(200, self.tokens.ring.jwks(), "cache-control: public, max-age=300\r\n")
+
+    def __call__(self, request: Request) -> Response:
+        """One token request."""
+        if request.method != "POST":
+            response = error_response(405, "method_not_allowed", request.request_id)
+            response.headers += "allow: POST\r\n"
+            return response
+        params = _params(request)
+        if params is None:
+            return self._error(request, 400, "invalid_request", "unreadable body")
+        if params.get("grant_type") != "client_credentials":
+            return self._error(request, 400, "unsupported_grant_type", "grant_type")
+        key = _client_key(request)
+        if key is None:
+            return self._error(request, 401, "invalid_client", "no client credentials")
+        now = self.engine.clock.now_ns()
+        try:
+            who = self.engine.directory.authenticate_key(key, now)
+        except AuthenticationFailed as exc:
+            return self._error(request, 401, "invalid_client", exc.reason)
+        assert who.key is not None
+        asked = params.get("scope")
+        wanted = frozenset(asked.split()) if isinstance(asked, str) else who.scopes
+        if not isinstance(asked, str | None) or not wanted <= who.scopes:
+            return self._error(request, 400, "invalid_scope", "scope", who.principal.id)
+        token, claims = self.tokens.issue(
+            who.principal.id, who.tier, wanted, now, extra={"akid": who.key.key_id}
+        )
+        pid, kid = who.principal.id, who.key.key_id
+        if not self._audit(request, "allow", Reason.OK, 200, pid, kid, who.tier):
+            return error_response(503, "audit_unavailable", request.request_id)  # no token
+        body = {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": claims.exp - claims.iat,
+            "scope": " ".join(sorted(claims.scope)),
+        }
+        return json_response(200, body, _NO_STORE)
+
+    def _error(
+        self,
+        request: Request,
+        status: int,
+        error: str,
+        why: str,
+        principal: str | None = None,
+    ) -> Response:
+        reason = why if isinstance(why, Reason) else Reason.MALFORMED_REQUEST
+        if error == "invalid_scope":
+            reason = Reason.MISSING_SCOPE
+        self._audit(request, "deny", reason, status, principal, None, None, error)
+        headers = _NO_STORE
+        if status == 401:
+            headers += 'www-authenticate: Basic realm="authgate"\r\n'
+        return json_response(status, {"error": error, "request_id": request.request_id}, headers)
+
+    def _audit(
+        self,
+        request: Request,
+        outcome: str,
+        reason: str,
+        status: int,
+        principal: str | None,
+        key_id: str | None,
+        tier: int | None,
+        error: str | None = None,
+    ) -> bool:
+        event = AuditEvent(
+            new_event_id(),
+            self.engine.clock.now_ns(),
+            EventType.TOKEN,
+            "issue",
+            outcome,
+            reason,
+            principal,
+            key_id,
+            tier,
+            None,
+            None,
+            request.method[:16],
+            PATH,
+            status,
+            request.request_id,
+            None,
+            None,
+            {"error": error} if error else None,
+            self.engine.personal(client_address(request)),
+            self.engine.personal(request.headers.get("user-agent")),
+        )
+        try:
+            self.engine.sink.emit(event)
+        except AuditUnavailable:
+            return False  # the ledger has raised its alarm; the caller fails closed
+        return True
+
+
+def _params(request: Request) -> dict[str, Any] | None:
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    try:
+        if kind == "application/json":
+            data = msgspec.json.decode(request.body)
+            return data if isinstance(data, dict) else None
+        text = request.body.decode("utf-8")
+        return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=32))
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError):
+        return None
+
+
+def _client_key(request: Request) -> str | None:
+    headers = request.headers
+    authorization = headers.get("authorization", "").strip()
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            user, sep, password = (
+                base64.b64decode(value.strip(), validate=True).decode().partition(":")
+            )
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        if not sep or not user or not password:
+            return None
+        return password if password.startswith("agk_") else f"agk_{user}_{password}"
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    key = headers.get("x-api-key")
+    return key.strip() if key else None

@@ -1,0 +1,146 @@
+"""POST /v1/token (client credentials) and the JWKS, over a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+
+import jwt
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from authgate.config import Settings
+from authgate.dataplane.app import build_router
+from authgate.identity.ids import Kind
+from authgate.testing import Harness, fast_passwords, make_harness
+from tests.dataplane.conftest import running
+from tests.dataplane.gateway import fetch
+
+
+@pytest.fixture
+async def bed() -> AsyncIterator[Harness]:
+    harness = await make_harness(Settings(passwords=fast_passwords()))
+    yield harness
+    await harness.identity.close()
+
+
+async def client(bed: Harness, scopes: tuple[str, ...] = ("chat", "embed")) -> tuple[str, str]:
+    p = await bed.identity.create_principal(
+        Kind.SERVICE, f"svc{len(bed.store.principals)}", 2, scopes
+    )
+    issued = await bed.identity.issue_key(p.id)
+    return issued.key, issued.record.key_id
+
+
+def post(body: bytes, *headers: str, kind: str = "application/x-www-form-urlencoded") -> bytes:
+    lines = ["POST /v1/token HTTP/1.1", "Host: t", f"Content-Type: {kind}", *headers]
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join([*lines, "", ""])).encode() + body
+
+
+def basic(user: str, password: str) -> str:
+    return "Authorization: Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+async def test_client_credentials_give_a_token_that_the_data_plane_accepts(bed: Harness) -> None:
+    key, kid = await client(bed)
+    router = build_router(bed.engine, lambda: {"ok": True})
+    async with running(router) as (_, port):
+        status, headers, body = await fetch(
+            port, post(b"grant_type=client_credentials&scope=chat", basic(kid, key))
+        )
+        answer = json.loads(body)
+        token = answer["access_token"]
+        get = "GET /v1/authorize/v1/models HTTP/1.1\r\nHost: t\r\n"
+        allowed = await fetch(port, f"{get}Authorization: Bearer {token}\r\n\r\n".encode())
+        jwks_status, _, jwks = await fetch(
+            port, b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
+    assert (status, answer["token_type"], answer["scope"], answer["expires_in"]) == (
+        200,
+        "Bearer",
+        "chat",
+        900,
+    )
+    assert headers["cache-control"] == "no-store"
+    assert allowed[0] == 200
+    assert allowed[1]["x-auth-scopes"] == "chat"
+    assert allowed[1]["x-auth-key-id"] == kid
+    jwk = json.loads(jwks)["keys"][0]
+    claims = jwt.decode(
+        token,
+        jwt.PyJWK(jwk).key,
+        algorithms=["EdDSA"],
+        audience="authgate",
+        options={"verify_exp": False, "verify_nbf": False, "verify_iat": False},
+    )
+    assert (jwks_status, claims["akid"], claims["tier"]) == (200, kid, 2)
+    assert [e.reason for e in bed.sink.events if e.type == "token"] == ["ok"]
+
+
+async def test_json_bodies_bearer_keys_and_the_secret_alone_work(bed: Harness) -> None:
+    key, kid = await client(bed)
+    secret = key.split("_", 2)[2]
+    router = build_router(bed.engine, lambda: {"ok": True})
+    async with running(router) as (_, port):
+        as_json = await fetch(
+            port,
+            post(
+                b'{"grant_type": "client_credentials"}',
+                f"Authorization: Bearer {key}",
+                kind="application/json",
+            ),
+        )
+        secret_only = await fetch(port, post(b"grant_type=client_credentials", basic(kid, secret)))
+    assert json.loads(as_json[2])["scope"] == "chat embed"
+    assert secret_only[0] == 200
+
+
+async def test_errors_follow_rfc_6749(bed: Harness) -> None:
+    key, kid = await client(bed, ("chat",))
+    router = build_router(bed.engine, lambda: {"ok": True})
+    async with running(router) as (_, port):
+        wider = await fetch(
+            port, post(b"grant_type=client_credentials&scope=chat+admin", basic(kid, key))
+        )
+        grant = await fetch(port, post(b"grant_type=password", basic(kid, key)))
+        nobody = await fetch(port, post(b"grant_type=client_credentials"))
+        wrong = await fetch(
+            port, post(b"grant_type=client_credentials", basic(kid, key[:-1] + "0"))
+        )
+        bad_json = await fetch(port, post(b"{", basic(kid, key), kind="application/json"))
+        get = await fetch(port, b"GET /v1/token HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert (wider[0], json.loads(wider[2])["error"]) == (400, "invalid_scope")
+    assert (grant[0], json.loads(grant[2])["error"]) == (400, "unsupported_grant_type")
+    assert (nobody[0], json.loads(nobody[2])["error"]) == (401, "invalid_client")
+    assert nobody[1]["www-authenticate"] == 'Basic realm="authgate"'
+    assert (wrong[0], json.loads(wrong[2])["error"]) == (401, "invalid_client")
+    assert (bad_json[0], json.loads(bad_json[2])["error"]) == (400, "invalid_request")
+    assert (get[0], get[1]["allow"]) == (405, "POST")
+    reasons = [e.reason for e in bed.sink.events if e.type == "token"]
+    assert "invalid_secret" in reasons or "malformed_credential" in reasons
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.binary(max_size=200),
+    st.sampled_from(["application/json", "application/x-www-form-urlencoded", "text/plain"]),
+    st.text(max_size=40),
+)
+def test_any_body_or_authorization_is_answered_cleanly(body: bytes, kind: str, auth: str) -> None:
+    async def run() -> int:
+        harness = await make_harness(Settings(passwords=fast_passwords()))
+        router = build_router(harness.engine, lambda: {"ok": True})
+        request = post(body, kind=kind)
+        safe = "".join(c for c in auth if c.isprintable() and c.isascii())
+        if safe.strip():
+            request = post(body, f"Authorization: {safe.strip()}", kind=kind)
+        async with running(router) as (_, port):
+            status, _, _ = await fetch(port, request)
+        await harness.identity.close()
+        return status
+
+    assert asyncio.run(run()) in (400, 401)
