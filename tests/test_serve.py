@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import signal
@@ -291,3 +293,44 @@ def test_gateway_mode_streams_from_the_demo_upstream_to_curl(tmp_path: Path) -> 
     logs = [p for p in (tmp_path / "data" / "audit").rglob("w0") if p.is_dir()]
     verified = cli(env, "audit", "verify", str(logs[0]))
     assert verified.startswith("OK    2 records")  # the allowed chat and the denied models
+
+
+def test_signing_key_rotation_reaches_a_running_server(
+    instance: tuple[subprocess.Popen[str], dict[str, str], str],
+) -> None:
+    """Token, rotate with the CLI, token again: a new kid signs, the JWKS publishes both,
+    and the first token still works."""
+    _, env, base = instance
+    cli(env, "principal", "add", "robot", "--kind", "svc", "--tier", "2")
+    key = re.findall(r"agk_\w+", cli(env, "key", "issue", "robot"))[0]
+
+    def token() -> str:
+        request = urllib.request.Request(
+            f"{base}/v1/token",
+            data=b"grant_type=client_credentials",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return str(json.loads(answer.read())["access_token"])
+
+    def kid(tok: str) -> str:
+        head = tok.split(".")[0]
+        return str(json.loads(base64.urlsafe_b64decode(head + "=="))["kid"])
+
+    eventually(f"{base}/v1/authorize/v1/models", key, 200)
+    first = token()
+    printed = cli(env, "keys", "rotate-signing")
+    deadline = time.monotonic() + 5
+    while kid(second := token()) == kid(first):
+        assert time.monotonic() < deadline, "the server never picked up the new key"
+        time.sleep(0.1)
+    assert kid(second) in printed
+    with urllib.request.urlopen(f"{base}/.well-known/jwks.json", timeout=5) as answer:
+        published = {k["kid"] for k in json.loads(answer.read())["keys"]}
+    assert published == {kid(first), kid(second)}
+    assert status_of(f"{base}/v1/authorize/v1/models", None) == 401
+    request = urllib.request.Request(
+        f"{base}/v1/authorize/v1/models", headers={"Authorization": f"Bearer {first}"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        assert answer.status == 200

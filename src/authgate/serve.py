@@ -87,6 +87,10 @@ class Running:
                 await self.services.identity.reload_if_changed()
             except Exception:  # keep serving from memory if the store hiccups
                 log.exception("identity reload failed")
+            try:
+                self.services.reload_token_keys()
+            except Exception:  # keep the keys in memory if the file is mid-write or broken
+                log.exception("token key reload failed")
 
     async def stop(self, grace: float) -> None:
         """Graceful shutdown."""

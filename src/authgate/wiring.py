@@ -43,6 +43,27 @@ class Services:
     engine: DecisionEngine
 
     ledger: Ledger | None = None
+    _ring_mtime: int = 0
+
+    def reload_token_keys(self) -> bool:
+        """Reload the token signing keys if their file changed (``keys rotate-signing``);
+        whether it did."""
+        tokens = self.engine.tokens
+        if tokens is None:
+            return False
+        path = self.settings.path(self.settings.tokens.keys_file)
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            return False
+        if mtime == self._ring_mtime:
+            return False
+        first = self._ring_mtime == 0
+        self._ring_mtime = mtime
+        if first:
+            return False  # the version the ring was loaded from at start
+        tokens.ring = KeyRing.load(path)
+        return True
 
     async def close(self) -> None:
         """Release the store, the ledger and thread pools."""
@@ -212,4 +233,6 @@ async def build_services(
         audit_key=audit_key,
         tokens=build_tokens(settings, clock.now_ns()),
     )
-    return Services(settings, clock, identity, policy, limiter, sink, engine, ledger)
+    services = Services(settings, clock, identity, policy, limiter, sink, engine, ledger)
+    services.reload_token_keys()  # records the key file's version the ring was loaded from
+    return services

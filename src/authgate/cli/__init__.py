@@ -14,6 +14,7 @@ from authgate.cli.audit import audit
 from authgate.cli.common import Failure, out, settings_of
 from authgate.cli.identity import key, principal
 from authgate.cli.policy import decide, policy
+from authgate.cli.signing import keys
 from authgate.config import DEFAULT_DIR
 from authgate.errors import AuthgateError
 from authgate.serve import Running
@@ -123,3 +124,4 @@ main.add_command(key)
 main.add_command(policy)
 main.add_command(decide)
 main.add_command(audit)
+main.add_command(keys)
