@@ -222,6 +222,11 @@ class DecisionEngine:
         )
         return decision, event
 
+    def charge(self, subject: str, tier: int, now_ns: int, budget: str) -> GcraResult:
+        """Count one request of ``subject`` against its tier's limit, in a budget of its
+        own (``budget`` names it, as a route does with ``limit_by = "route"``)."""
+        return self.limiter.hit(f"{subject}|{budget}", now_ns, self._limits[tier], 1)
+
     def personal(self, value: str | None) -> bytes | None:
         """The HMAC of a personal value for an audit event; None without an audit key."""
         if value is None or self._audit_key is None:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authgate.config import Settings
+from authgate.config import Settings, Tier
 from authgate.dataplane.app import build_router
 from authgate.identity.ids import Kind
 from authgate.testing import Harness, fast_passwords, make_harness
@@ -144,3 +144,23 @@ def test_any_body_or_authorization_is_answered_cleanly(body: bytes, kind: str, a
         return status
 
     assert asyncio.run(run()) in (400, 401)
+
+
+async def test_token_requests_count_against_the_tier_limit() -> None:
+    tiers = tuple(
+        Tier(level=i, name=n, requests_per_minute=60, burst=2)
+        for i, n in enumerate(["guest", "user", "advanced", "trusted", "privileged", "system"])
+    )
+    bed = await make_harness(Settings(tiers=tiers, passwords=fast_passwords()))
+    key, kid = await client(bed)
+    router = build_router(bed.engine, lambda: {"ok": True})
+    async with running(router) as (_, port):
+        answers = [
+            await fetch(port, post(b"grant_type=client_credentials", basic(kid, key)))
+            for _ in range(3)
+        ]
+    await bed.identity.close()
+    assert [a[0] for a in answers] == [200, 200, 429]
+    assert answers[2][1]["retry-after"] == "1"
+    assert json.loads(answers[2][2])["error"] == "rate_limited"
+    assert [e.reason for e in bed.sink.events if e.type == "token"][-1] == "rate_limited"

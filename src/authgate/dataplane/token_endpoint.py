@@ -7,7 +7,9 @@ JSON with ``grant_type=client_credentials`` and an optional ``scope`` that may n
 key's scopes, never widen them. The answer is RFC 6749 §5.1 (``access_token``,
 ``token_type``, ``expires_in``, ``scope``, ``Cache-Control: no-store``); errors are §5.2
 (``invalid_request``, ``invalid_client`` with 401 and a Basic challenge,
-``unsupported_grant_type``, ``invalid_scope``). Every issue and refusal is audited; a token
+``unsupported_grant_type``, ``invalid_scope``). Token requests count against the
+principal's tier limit in a budget of their own (429 with ``Retry-After`` beyond it). Every
+issue and refusal is audited; a token
 the audit ledger cannot record is not issued (503 ``audit_unavailable``).
 """
 
@@ -21,7 +23,7 @@ from urllib.parse import parse_qsl
 import msgspec
 
 from authgate.audit.event import AuditEvent, EventType, new_event_id
-from authgate.dataplane.forward_auth import client_address
+from authgate.dataplane.forward_auth import client_address, ratelimit_headers
 from authgate.dataplane.http import Request, Response, error_response, json_response
 from authgate.decide import DecisionEngine
 from authgate.errors import AuditUnavailable, AuthenticationFailed, Reason
@@ -63,6 +65,13 @@ class TokenEndpoint:
         except AuthenticationFailed as exc:
             return self._error(request, 401, "invalid_client", exc.reason)
         assert who.key is not None
+        limited = self.engine.charge(who.principal.id, who.tier, now, "token")
+        if not limited.allowed:
+            self._audit(request, "deny", Reason.RATE_LIMITED, 429, who.principal.id, None, None)
+            wait = max(1, limited.retry_after_s)
+            headers = f"{_NO_STORE}{ratelimit_headers(limited)}retry-after: {wait}\r\n"
+            refusal = {"error": "rate_limited", "request_id": request.request_id}
+            return json_response(429, refusal, headers)
         asked = params.get("scope")
         wanted = frozenset(asked.split()) if isinstance(asked, str) else who.scopes
         if not isinstance(asked, str | None) or not wanted <= who.scopes:
