@@ -127,7 +127,13 @@ async def start(settings: Settings, *, worker: int = 0, reuse_port: bool = False
             cache=ResponseCache(settings.cache) if any_route("cache") else None,
             compressor=Compressor(settings.compression) if any_route("compress") else None,
         )
-    router = build_router(services.engine, services.readiness, durable=durable, proxy=proxy)
+    router = build_router(
+        services.engine,
+        services.readiness,
+        durable=durable,
+        proxy=proxy,
+        identity=services.identity,
+    )
     data = Server(
         router, limits_of(settings), settings.server.trusted_proxies, streams_body=router.streams
     )

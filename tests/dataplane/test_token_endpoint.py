@@ -164,3 +164,33 @@ async def test_token_requests_count_against_the_tier_limit() -> None:
     assert answers[2][1]["retry-after"] == "1"
     assert json.loads(answers[2][2])["error"] == "rate_limited"
     assert [e.reason for e in bed.sink.events if e.type == "token"][-1] == "rate_limited"
+
+
+async def test_login_gives_users_a_token_and_locks_out_guessers(bed: Harness) -> None:
+    await bed.identity.create_principal(Kind.USER, "alice", 2, ("chat",), password="s3cret pw")
+    router = build_router(bed.engine, lambda: {"ok": True}, identity=bed.identity)
+
+    def login(body: bytes) -> bytes:
+        return post(body, kind="application/json").replace(b"/v1/token", b"/v1/login")
+
+    async with running(router) as (_, port):
+        good = await fetch(port, login(b'{"username": "alice", "password": "s3cret pw"}'))
+        token = json.loads(good[2])["access_token"]
+        get = "GET /v1/authorize/v1/models HTTP/1.1\r\nHost: t\r\n"
+        allowed = await fetch(port, f"{get}Authorization: Bearer {token}\r\n\r\n".encode())
+        bad = await fetch(port, login(b'{"username": "alice", "password": "guess"}'))
+        nobody = await fetch(port, login(b'{"username": "mallory", "password": "guess"}'))
+        broken = await fetch(port, login(b'{"username": 1}'))
+        for _ in range(5):
+            await fetch(port, login(b'{"username": "alice", "password": "guess"}'))
+        locked = await fetch(port, login(b'{"username": "alice", "password": "s3cret pw"}'))
+    assert (good[0], json.loads(good[2])["scope"]) == (200, "chat")
+    assert (allowed[0], allowed[1]["x-auth-tier"]) == (200, "2")
+    assert (bad[0], json.loads(bad[2])["error"]) == (401, "invalid_grant")
+    assert (nobody[0], json.loads(nobody[2])["error"]) == (401, "invalid_grant")
+    assert broken[0] == 400
+    assert (locked[0], json.loads(locked[2])["error"]) == (429, "locked_out")
+    assert int(locked[1]["retry-after"]) > 0
+    reasons = [e.reason for e in bed.sink.events if e.action == "login"]
+    assert reasons[:4] == ["ok", "invalid_password", "unknown_principal", "malformed_request"]
+    assert reasons[-1] == "locked_out"

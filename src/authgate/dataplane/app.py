@@ -7,9 +7,10 @@ from collections.abc import Callable
 from authgate.dataplane.forward_auth import PREFIX, ForwardAuth
 from authgate.dataplane.http import Handler, Request, Response, json_response
 from authgate.dataplane.router import Router
-from authgate.dataplane.token_endpoint import JWKS_PATH, TokenEndpoint
+from authgate.dataplane.token_endpoint import JWKS_PATH, LOGIN_PATH, LoginEndpoint, TokenEndpoint
 from authgate.dataplane.token_endpoint import PATH as TOKEN_PATH
 from authgate.decide import DecisionEngine
+from authgate.identity.service import IdentityService
 
 
 def build_router(
@@ -18,9 +19,11 @@ def build_router(
     *,
     durable: bool = False,
     proxy: Handler | None = None,
+    identity: IdentityService | None = None,
 ) -> Router:
     """Routes for ``authgate serve``: ``/v1/authorize[/...]``, ``/healthz``, ``/readyz``,
-    ``/v1/token`` and ``/.well-known/jwks.json`` (with tokens on), and in gateway mode
+    ``/v1/token``, ``/.well-known/jwks.json`` and, given ``identity``, ``/v1/login`` (with
+    tokens on), and in gateway mode
     (``proxy``) every other path.
 
     ``ready`` returns named checks; ``/readyz`` is 200 when all pass, 503 otherwise. With
@@ -45,6 +48,8 @@ def build_router(
         endpoint = TokenEndpoint(engine, engine.tokens)
         router.add(TOKEN_PATH, endpoint)
         router.add(JWKS_PATH, endpoint.jwks)
+        if identity is not None:
+            router.add(LOGIN_PATH, LoginEndpoint(engine, engine.tokens, identity))
 
     router.add("/healthz", healthz)
     router.add("/readyz", readyz)

@@ -26,10 +26,13 @@ from authgate.audit.event import AuditEvent, EventType, new_event_id
 from authgate.dataplane.forward_auth import client_address, ratelimit_headers
 from authgate.dataplane.http import Request, Response, error_response, json_response
 from authgate.decide import DecisionEngine
-from authgate.errors import AuditUnavailable, AuthenticationFailed, Reason
+from authgate.errors import AuditUnavailable, AuthenticationFailed, LockedOut, Reason
+from authgate.identity.ids import Kind
+from authgate.identity.service import IdentityService
 from authgate.tokens import Tokens
 
 PATH = "/v1/token"
+LOGIN_PATH = "/v1/login"
 JWKS_PATH = "/.well-known/jwks.json"
 _NO_STORE = "cache-control: no-store\r\npragma: no-cache\r\n"
 
@@ -117,12 +120,13 @@ class TokenEndpoint:
         key_id: str | None,
         tier: int | None,
         error: str | None = None,
+        action: str = "issue",
     ) -> bool:
         event = AuditEvent(
             new_event_id(),
             self.engine.clock.now_ns(),
             EventType.TOKEN,
-            "issue",
+            action,
             outcome,
             reason,
             principal,
@@ -131,7 +135,7 @@ class TokenEndpoint:
             None,
             None,
             request.method[:16],
-            PATH,
+            LOGIN_PATH if action == "login" else PATH,
             status,
             request.request_id,
             None,
@@ -145,6 +149,75 @@ class TokenEndpoint:
         except AuditUnavailable:
             return False  # the ledger has raised its alarm; the caller fails closed
         return True
+
+
+class LoginEndpoint:
+    """``POST /v1/login``: a user's name and password for a token.
+
+    Users only (``usr_`` principals). argon2 runs in its thread pool, never on the event
+    loop; failures count towards the lockout of the name and of the client address, and a
+    locked-out caller gets 429 with ``Retry-After``. The caller learns only
+    ``invalid_grant``; the reason (``invalid_password``, ``unknown_principal``, ...) goes to
+    the audit log. Second factors and step-up come next.
+    """
+
+    def __init__(self, engine: DecisionEngine, tokens: Tokens, identity: IdentityService) -> None:
+        self.engine = engine
+        self.tokens = tokens
+        self.identity = identity
+        self._audit = TokenEndpoint(engine, tokens)._audit
+
+    def _login(
+        self,
+        request: Request,
+        outcome: str,
+        reason: str,
+        status: int,
+        principal: str | None = None,
+        tier: int | None = None,
+    ) -> bool:
+        return self._audit(request, outcome, reason, status, principal, None, tier, None, "login")
+
+    async def __call__(self, request: Request) -> Response:
+        """One login."""
+        if request.method != "POST":
+            response = error_response(405, "method_not_allowed", request.request_id)
+            response.headers += "allow: POST\r\n"
+            return response
+        params = _params(request)
+        name = params.get("username") if params else None
+        password = params.get("password") if params else None
+        if not isinstance(name, str) or not isinstance(password, str) or not name:
+            self._login(request, "deny", Reason.MALFORMED_REQUEST, 400)
+            return self._refuse(request, 400, "invalid_request")
+        try:
+            principal = await self.identity.login(name, password, client_address(request))
+        except LockedOut as exc:
+            self._login(request, "deny", Reason.LOCKED_OUT, 429)
+            wait = max(1, int(exc.retry_after + 0.999))
+            return self._refuse(request, 429, "locked_out", f"retry-after: {wait}\r\n")
+        except AuthenticationFailed as exc:
+            self._login(request, "deny", exc.reason, 401)
+            return self._refuse(request, 401, "invalid_grant")
+        if principal.kind is not Kind.USER:
+            self._login(request, "deny", Reason.UNKNOWN_PRINCIPAL, 401, principal.id)
+            return self._refuse(request, 401, "invalid_grant")
+        now = self.engine.clock.now_ns()
+        tier = principal.effective_tier(now)
+        token, claims = self.tokens.issue(principal.id, tier, principal.scopes, now)
+        if not self._login(request, "allow", Reason.OK, 200, principal.id, tier):
+            return error_response(503, "audit_unavailable", request.request_id)
+        body = {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": claims.exp - claims.iat,
+            "scope": " ".join(sorted(claims.scope)),
+        }
+        return json_response(200, body, _NO_STORE)
+
+    def _refuse(self, request: Request, status: int, error: str, extra: str = "") -> Response:
+        body = {"error": error, "request_id": request.request_id}
+        return json_response(status, body, _NO_STORE + extra)
 
 
 def _params(request: Request) -> dict[str, Any] | None:
