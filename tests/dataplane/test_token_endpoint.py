@@ -109,7 +109,11 @@ async def test_errors_follow_rfc_6749(bed: Harness) -> None:
         grant = await fetch(port, post(b"grant_type=password", basic(kid, key)))
         nobody = await fetch(port, post(b"grant_type=client_credentials"))
         wrong = await fetch(
-            port, post(b"grant_type=client_credentials", basic(kid, key[:-1] + "0"))
+            port,
+            post(
+                b"grant_type=client_credentials",
+                basic(kid, key[:-1] + ("0" if key[-1] != "0" else "1")),
+            ),
         )
         bad_json = await fetch(port, post(b"{", basic(kid, key), kind="application/json"))
         get = await fetch(port, b"GET /v1/token HTTP/1.1\r\nHost: t\r\n\r\n")
