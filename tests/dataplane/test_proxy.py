@@ -6,7 +6,8 @@ import asyncio
 import json
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 from authgate import demo_upstream
 from authgate.dataplane.http import StreamingResponse
@@ -25,6 +26,15 @@ from tests.dataplane.gateway import (
 
 async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     await read_request(reader)  # then close without a word
+
+
+@contextmanager
+def dead_url() -> Iterator[str]:
+    """An URL where nothing listens: its port stays bound (not listening) meanwhile, so
+    no other test's server can take it and make it answer."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 async def demo(interval_s: float = 0.01) -> tuple[Server, str]:
@@ -174,11 +184,10 @@ async def test_demo_chat_streams_openai_chunks_through_the_gateway() -> None:
 
 
 async def test_connect_refused_is_502_and_audited() -> None:
-    async with raw_upstream(drop) as url:
-        pass  # closed: nothing listens there any more
-    async with gateway([url]) as gw:
-        status, headers, body = await fetch(gw.port, request("/v1/echo", gw.key))
-        events = gw.upstream_events()
+    with dead_url() as url:
+        async with gateway([url]) as gw:
+            status, headers, body = await fetch(gw.port, request("/v1/echo", gw.key))
+            events = gw.upstream_events()
     assert status == 502
     assert json.loads(body) == {
         "error": "upstream_unavailable",
@@ -280,12 +289,11 @@ async def test_a_stale_keepalive_connection_is_retried_for_idempotent_requests()
 
 
 async def test_an_url_that_keeps_failing_is_skipped_for_a_while() -> None:
-    async with raw_upstream(drop) as dead:
-        pass
     up, live = await demo()
-    async with gateway([dead, live], max_fails=1, fail_timeout_s=60) as gw:
-        results = [await fetch(gw.port, request("/v1/echo", gw.key)) for _ in range(6)]
-        pool = gw.proxy.upstreams["default"]
+    with dead_url() as dead:
+        async with gateway([dead, live], max_fails=1, fail_timeout_s=60) as gw:
+            results = [await fetch(gw.port, request("/v1/echo", gw.key)) for _ in range(6)]
+            pool = gw.proxy.upstreams["default"]
     await up.shutdown(1.0)
     assert [r[0] for r in results] == [200] * 6  # a connect failure moves on to the next URL
     assert pool.targets[0].down_until > pool.loop.time()
