@@ -23,12 +23,14 @@ import httptools
 
 from authgate.dataplane.body import CLIENT_GONE, BodyError, BodyStream
 from authgate.dataplane.http import (
+    HEADER_NAMES,
     Reject,
     Request,
     RequestIds,
     Response,
     StreamingResponse,
     error_response,
+    header_name,
     serialize,
 )
 from authgate.dataplane.outgoing import send_stream
@@ -41,7 +43,6 @@ log = logging.getLogger(__name__)
 IDLE, HEADERS, BODY, BUSY = range(4)
 WRITE, BODY_FULL, FAIL = 1, 2, 4
 FOREVER = float("inf")
-_NAMES: dict[bytes, str] = {}
 LINGER_S = 1.0  # a lingering close waits this long for more input...
 LINGER_MAX_S = 5.0  # ...and this long at most
 
@@ -241,11 +242,7 @@ class HttpProtocol(asyncio.Protocol):
         self.header_bytes += len(name) + len(value) + 4
         if self.header_bytes > self.limits.max_header_bytes:
             raise Reject(431, "headers_too_large")
-        key = _NAMES.get(name)
-        if key is None:  # header names repeat: decode and lower-case each once
-            key = name.decode("latin-1").lower()
-            if len(_NAMES) < 4096:
-                _NAMES[name] = key
+        key = HEADER_NAMES.get(name) or header_name(name)
         text = value.decode("latin-1")
         previous = self.headers.get(key)
         self.headers[key] = text if previous is None else f"{previous}, {text}"
@@ -367,9 +364,19 @@ class HttpProtocol(asyncio.Protocol):
     def _settled(self, request: Request, future: asyncio.Future[Response]) -> None:
         try:
             response = future.result()
-        except (Exception, asyncio.CancelledError):
-            log.exception("handler failed")
-            response = error_response(500, "internal_error", request.request_id)
+        except (Exception, asyncio.CancelledError) as exc:
+            response = self._failure(request, exc)
+        self._deliver(request, response)
+
+    def _failure(self, request: Request, exc: BaseException) -> Response:
+        """The answer when a handler raised instead of answering."""
+        if isinstance(exc, BodyError):  # the handler read a body that did not arrive
+            return error_response(exc.status, exc.code, request.request_id)
+        log.error("handler failed", exc_info=exc)
+        return error_response(500, "internal_error", request.request_id)
+
+    def _deliver(self, request: Request, response: Response) -> None:
+        """Send a pending request's answer; then go on with the queue."""
         if isinstance(response, StreamingResponse):
             self.loop.create_task(self._stream(request, response))
             return
@@ -392,17 +399,9 @@ class HttpProtocol(asyncio.Protocol):
     async def _await(self, request: Request, pending: Awaitable[Response]) -> None:
         try:
             response = await pending
-        except BodyError as exc:  # the handler read a body that did not arrive
-            response = error_response(exc.status, exc.code, request.request_id)
-        except Exception:
-            log.exception("handler failed")
-            response = error_response(500, "internal_error", request.request_id)
-        if isinstance(response, StreamingResponse):
-            await self._stream(request, response)
-            return
-        self.busy = False
-        self._send(response, request)
-        self._drain()
+        except Exception as exc:
+            response = self._failure(request, exc)
+        self._deliver(request, response)
 
     def _keep_alive(self, request: Request) -> bool:
         # A request whose body we did not read to its end leaves the connection unusable.

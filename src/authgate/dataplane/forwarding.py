@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 from authgate.dataplane.forward_auth import identity_headers
-from authgate.dataplane.http import Request
+from authgate.dataplane.http import HOP_BY_HOP, NONE, Request, tokens
 from authgate.decide import Decision
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authenticate",
-        "proxy-authorization",
-    }
-)
 # Request headers never passed on as the client sent them.
 _DROP_REQUEST = HOP_BY_HOP | {
     "host",
@@ -63,22 +50,6 @@ def upstream_headers(request: Request, d: Decision, scheme: str) -> str:
         f"forwarded: {f'{forwarded}, {element}' if forwarded else element}\r\n"
         f"x-request-id: {request.request_id}\r\n"
     )
-
-
-NONE: frozenset[str] = frozenset()
-_token_cache: dict[str, frozenset[str]] = {}
-
-
-def tokens(value: str) -> frozenset[str]:
-    """The lower-case names in a ``Connection`` header, memoised (they repeat)."""
-    found = _token_cache.get(value)
-    if found is None:
-        if len(_token_cache) > 1024:
-            _token_cache.clear()
-        found = _token_cache[value] = frozenset(
-            t.strip().lower() for t in value.split(",") if t.strip()
-        )
-    return found
 
 
 def pairs(headers: str) -> list[tuple[str, str]]:

@@ -33,6 +33,45 @@ REASONS = {
     504: "Gateway Timeout",
 }
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Headers that belong to one connection, not to the message (RFC 9110 §7.6.1).
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
+NONE: frozenset[str] = frozenset()
+# Header names repeat: each raw name is decoded and lower-cased once (bounded).
+HEADER_NAMES: dict[bytes, str] = {}
+_token_cache: dict[str, frozenset[str]] = {}
+
+
+def header_name(raw: bytes) -> str:
+    """A header name, lower-cased (memoised). The parsers inline the lookup; this is the
+    miss path."""
+    name = raw.decode("latin-1").lower()
+    if len(HEADER_NAMES) < 4096:
+        HEADER_NAMES[raw] = name
+    return name
+
+
+def tokens(value: str) -> frozenset[str]:
+    """The lower-case names in a ``Connection`` header, memoised (they repeat)."""
+    found = _token_cache.get(value)
+    if found is None:
+        if len(_token_cache) > 1024:
+            _token_cache.clear()
+        found = _token_cache[value] = frozenset(
+            t.strip().lower() for t in value.split(",") if t.strip()
+        )
+    return found
 
 
 class Reject(Exception):

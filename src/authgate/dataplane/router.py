@@ -37,25 +37,22 @@ class Router:
             return False
         target = url.decode("latin-1")
         cut = target.find("?")
-        path = target if cut < 0 else target[:cut]
-        if path in self.exact:
-            return False
-        return not any(path.startswith(prefix) for prefix, _ in self.prefixes)
+        return self._handler_for(target if cut < 0 else target[:cut]) is self.fallback
 
     def __call__(self, request: Request) -> Response | Awaitable[Response]:
         """Dispatch one request."""
         target = request.target
         cut = target.find("?")
-        path = target if cut < 0 else target[:cut]
+        return self._handler_for(target if cut < 0 else target[:cut])(request)
+
+    def _handler_for(self, path: str) -> Handler:
         handler = self.exact.get(path)
-        if handler is None:
-            for prefix, candidate in self.prefixes:
-                if path.startswith(prefix):
-                    handler = candidate
-                    break
-            else:
-                handler = self.fallback
-        return handler(request)
+        if handler is not None:
+            return handler
+        for prefix, candidate in self.prefixes:
+            if path.startswith(prefix):
+                return candidate
+        return self.fallback
 
 
 def _not_found(request: Request) -> Response:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from authgate.dataplane.body import BodyError, BodyStream
+from authgate.dataplane.http import HEADER_NAMES, HOP_BY_HOP, header_name, tokens
 
 if TYPE_CHECKING:
     from authgate.dataplane.upstream import Upstream
@@ -21,21 +22,10 @@ if TYPE_CHECKING:
 BUFFER_LIMIT = 64 * 1024  # responses up to this Content-Length are read whole
 MAX_RESPONSE_HEADER_BYTES = 64 * 1024
 FOREVER = float("inf")
-_NAMES: dict[bytes, str] = {}
-# Response headers that belong to this connection, not to the answer (RFC 9110 §7.6.1).
-_CONNECTION_LEVEL = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authenticate",
-        "content-length",
-    }
-)
+# Response headers that belong to this connection, not to the answer: hop-by-hop ones
+# and the framing, which the server writes anew.
+_CONNECTION_LEVEL = HOP_BY_HOP | {"content-length"}
+_CONNECTION_OPTIONS = frozenset({"keep-alive", "close"})
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
@@ -256,18 +246,14 @@ class UpstreamConnection(asyncio.Protocol):
         self.header_bytes += len(name) + len(value)
         if self.header_bytes > MAX_RESPONSE_HEADER_BYTES:
             raise UpstreamError(502, "upstream_error", "response headers too large")
-        lower = _NAMES.get(name)
-        if lower is None:  # header names repeat: decode and lower-case each once
-            lower = name.decode("latin-1").lower()
-            if len(_NAMES) < 4096:
-                _NAMES[name] = lower
+        lower = HEADER_NAMES.get(name) or header_name(name)
         if lower in _CONNECTION_LEVEL:  # framing and hop-by-hop: this connection's only
             if lower == "content-length":
                 self.length = int(value)  # llhttp has checked it: digits, one value
             elif lower == "transfer-encoding":
                 self.chunked = True
             elif lower == "connection":
-                self.connection += value.decode("latin-1").lower() + ","
+                self.connection += value.decode("latin-1") + ","
             return
         self.headers.append((lower, value.decode("latin-1")))
 
@@ -280,7 +266,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.wait_until = self.deadline  # the first byte is in: the total timeout is left
         self.target.fails = 0
         if self.connection:  # headers named in Connection are hop-by-hop too (rare)
-            named = {t.strip() for t in self.connection.split(",")} - {"", "keep-alive", "close"}
+            named = tokens(self.connection) - _CONNECTION_OPTIONS
             if named:
                 self.headers = [(n, v) for n, v in self.headers if n not in named]
         length = self.length
