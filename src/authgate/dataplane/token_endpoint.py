@@ -29,7 +29,7 @@ from authgate.decide import DecisionEngine
 from authgate.errors import AuditUnavailable, AuthenticationFailed, LockedOut, Reason
 from authgate.identity.ids import Kind
 from authgate.identity.service import IdentityService
-from authgate.tokens import Tokens
+from authgate.tokens import Claims, Tokens
 
 PATH = "/v1/token"
 LOGIN_PATH = "/v1/login"
@@ -51,104 +51,48 @@ class TokenEndpoint:
     def __call__(self, request: Request) -> Response:
         """One token request."""
         if request.method != "POST":
-            response = error_response(405, "method_not_allowed", request.request_id)
-            response.headers += "allow: POST\r\n"
-            return response
+            return _post_only(request)
         params = _params(request)
         if params is None:
-            return self._error(request, 400, "invalid_request", "unreadable body")
+            return self._error(request, 400, "invalid_request", Reason.MALFORMED_REQUEST)
         if params.get("grant_type") != "client_credentials":
-            return self._error(request, 400, "unsupported_grant_type", "grant_type")
+            return self._error(request, 400, "unsupported_grant_type", Reason.MALFORMED_REQUEST)
         key = _client_key(request)
         if key is None:
-            return self._error(request, 401, "invalid_client", "no client credentials")
+            return self._error(request, 401, "invalid_client", Reason.MALFORMED_REQUEST)
         now = self.engine.clock.now_ns()
         try:
             who = self.engine.directory.authenticate_key(key, now)
         except AuthenticationFailed as exc:
             return self._error(request, 401, "invalid_client", exc.reason)
         assert who.key is not None
-        limited = self.engine.charge(who.principal.id, who.tier, now, "token")
+        pid, kid = who.principal.id, who.key.key_id
+        limited = self.engine.charge(pid, who.tier, now, "token")
         if not limited.allowed:
-            self._audit(request, "deny", Reason.RATE_LIMITED, 429, who.principal.id, None, None)
+            _audit(self.engine, request, "issue", "deny", Reason.RATE_LIMITED, 429, pid)
             wait = max(1, limited.retry_after_s)
-            headers = f"{_NO_STORE}{ratelimit_headers(limited)}retry-after: {wait}\r\n"
-            refusal = {"error": "rate_limited", "request_id": request.request_id}
-            return json_response(429, refusal, headers)
+            extra = f"{ratelimit_headers(limited)}retry-after: {wait}\r\n"
+            return _refusal(request, 429, "rate_limited", extra)
         asked = params.get("scope")
         wanted = frozenset(asked.split()) if isinstance(asked, str) else who.scopes
         if not isinstance(asked, str | None) or not wanted <= who.scopes:
-            return self._error(request, 400, "invalid_scope", "scope", who.principal.id)
-        token, claims = self.tokens.issue(
-            who.principal.id, who.tier, wanted, now, extra={"akid": who.key.key_id}
-        )
-        pid, kid = who.principal.id, who.key.key_id
-        if not self._audit(request, "allow", Reason.OK, 200, pid, kid, who.tier):
+            return self._error(request, 400, "invalid_scope", Reason.MISSING_SCOPE, pid)
+        token, claims = self.tokens.issue(pid, who.tier, wanted, now, extra={"akid": kid})
+        if not _audit(self.engine, request, "issue", "allow", Reason.OK, 200, pid, kid, who.tier):
             return error_response(503, "audit_unavailable", request.request_id)  # no token
-        body = {
-            "access_token": token,
-            "token_type": "Bearer",
-            "expires_in": claims.exp - claims.iat,
-            "scope": " ".join(sorted(claims.scope)),
-        }
-        return json_response(200, body, _NO_STORE)
+        return _granted(token, claims)
 
     def _error(
         self,
         request: Request,
         status: int,
         error: str,
-        why: str,
+        reason: Reason,
         principal: str | None = None,
     ) -> Response:
-        reason = why if isinstance(why, Reason) else Reason.MALFORMED_REQUEST
-        if error == "invalid_scope":
-            reason = Reason.MISSING_SCOPE
-        self._audit(request, "deny", reason, status, principal, None, None, error)
-        headers = _NO_STORE
-        if status == 401:
-            headers += 'www-authenticate: Basic realm="authgate"\r\n'
-        return json_response(status, {"error": error, "request_id": request.request_id}, headers)
-
-    def _audit(
-        self,
-        request: Request,
-        outcome: str,
-        reason: str,
-        status: int,
-        principal: str | None,
-        key_id: str | None,
-        tier: int | None,
-        error: str | None = None,
-        action: str = "issue",
-    ) -> bool:
-        event = AuditEvent(
-            new_event_id(),
-            self.engine.clock.now_ns(),
-            EventType.TOKEN,
-            action,
-            outcome,
-            reason,
-            principal,
-            key_id,
-            tier,
-            None,
-            None,
-            request.method[:16],
-            LOGIN_PATH if action == "login" else PATH,
-            status,
-            request.request_id,
-            None,
-            None,
-            {"error": error} if error else None,
-            self.engine.personal(client_address(request)),
-            self.engine.personal(request.headers.get("user-agent")),
-        )
-        try:
-            self.engine.sink.emit(event)
-        except AuditUnavailable:
-            return False  # the ledger has raised its alarm; the caller fails closed
-        return True
+        _audit(self.engine, request, "issue", "deny", reason, status, principal, error=error)
+        challenge = 'www-authenticate: Basic realm="authgate"\r\n' if status == 401 else ""
+        return _refusal(request, status, error, challenge)
 
 
 class LoginEndpoint:
@@ -165,59 +109,101 @@ class LoginEndpoint:
         self.engine = engine
         self.tokens = tokens
         self.identity = identity
-        self._audit = TokenEndpoint(engine, tokens)._audit
-
-    def _login(
-        self,
-        request: Request,
-        outcome: str,
-        reason: str,
-        status: int,
-        principal: str | None = None,
-        tier: int | None = None,
-    ) -> bool:
-        return self._audit(request, outcome, reason, status, principal, None, tier, None, "login")
 
     async def __call__(self, request: Request) -> Response:
         """One login."""
         if request.method != "POST":
-            response = error_response(405, "method_not_allowed", request.request_id)
-            response.headers += "allow: POST\r\n"
-            return response
+            return _post_only(request)
+        engine = self.engine
         params = _params(request)
         name = params.get("username") if params else None
         password = params.get("password") if params else None
         if not isinstance(name, str) or not isinstance(password, str) or not name:
-            self._login(request, "deny", Reason.MALFORMED_REQUEST, 400)
-            return self._refuse(request, 400, "invalid_request")
+            _audit(engine, request, "login", "deny", Reason.MALFORMED_REQUEST, 400)
+            return _refusal(request, 400, "invalid_request")
         try:
             principal = await self.identity.login(name, password, client_address(request))
         except LockedOut as exc:
-            self._login(request, "deny", Reason.LOCKED_OUT, 429)
+            _audit(engine, request, "login", "deny", Reason.LOCKED_OUT, 429)
             wait = max(1, int(exc.retry_after + 0.999))
-            return self._refuse(request, 429, "locked_out", f"retry-after: {wait}\r\n")
+            return _refusal(request, 429, "locked_out", f"retry-after: {wait}\r\n")
         except AuthenticationFailed as exc:
-            self._login(request, "deny", exc.reason, 401)
-            return self._refuse(request, 401, "invalid_grant")
+            _audit(engine, request, "login", "deny", exc.reason, 401)
+            return _refusal(request, 401, "invalid_grant")
         if principal.kind is not Kind.USER:
-            self._login(request, "deny", Reason.UNKNOWN_PRINCIPAL, 401, principal.id)
-            return self._refuse(request, 401, "invalid_grant")
-        now = self.engine.clock.now_ns()
+            _audit(engine, request, "login", "deny", Reason.UNKNOWN_PRINCIPAL, 401, principal.id)
+            return _refusal(request, 401, "invalid_grant")
+        now = engine.clock.now_ns()
         tier = principal.effective_tier(now)
         token, claims = self.tokens.issue(principal.id, tier, principal.scopes, now)
-        if not self._login(request, "allow", Reason.OK, 200, principal.id, tier):
+        if not _audit(engine, request, "login", "allow", Reason.OK, 200, principal.id, None, tier):
             return error_response(503, "audit_unavailable", request.request_id)
-        body = {
-            "access_token": token,
-            "token_type": "Bearer",
-            "expires_in": claims.exp - claims.iat,
-            "scope": " ".join(sorted(claims.scope)),
-        }
-        return json_response(200, body, _NO_STORE)
+        return _granted(token, claims)
 
-    def _refuse(self, request: Request, status: int, error: str, extra: str = "") -> Response:
-        body = {"error": error, "request_id": request.request_id}
-        return json_response(status, body, _NO_STORE + extra)
+
+def _post_only(request: Request) -> Response:
+    response = error_response(405, "method_not_allowed", request.request_id)
+    response.headers += "allow: POST\r\n"
+    return response
+
+
+def _granted(token: str, claims: Claims) -> Response:
+    """RFC 6749 §5.1."""
+    body = {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": claims.exp - claims.iat,
+        "scope": " ".join(sorted(claims.scope)),
+    }
+    return json_response(200, body, _NO_STORE)
+
+
+def _refusal(request: Request, status: int, error: str, extra: str = "") -> Response:
+    """RFC 6749 §5.2: the error code and our request id, never the reason."""
+    body = {"error": error, "request_id": request.request_id}
+    return json_response(status, body, _NO_STORE + extra)
+
+
+def _audit(
+    engine: DecisionEngine,
+    request: Request,
+    action: str,
+    outcome: str,
+    reason: str,
+    status: int,
+    principal: str | None = None,
+    key_id: str | None = None,
+    tier: int | None = None,
+    error: str | None = None,
+) -> bool:
+    """One token event (``issue`` or ``login``); False when the ledger refused it."""
+    event = AuditEvent(
+        new_event_id(),
+        engine.clock.now_ns(),
+        EventType.TOKEN,
+        action,
+        outcome,
+        reason,
+        principal,
+        key_id,
+        tier,
+        None,
+        None,
+        request.method[:16],
+        LOGIN_PATH if action == "login" else PATH,
+        status,
+        request.request_id,
+        None,
+        None,
+        {"error": error} if error else None,
+        engine.personal(client_address(request)),
+        engine.personal(request.headers.get("user-agent")),
+    )
+    try:
+        engine.sink.emit(event)
+    except AuditUnavailable:
+        return False  # the ledger has raised its alarm; the caller fails closed
+    return True
 
 
 def _params(request: Request) -> dict[str, Any] | None:
