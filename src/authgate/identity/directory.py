@@ -113,30 +113,18 @@ class Directory:
         return key
 
     def check_subject(self, principal_id: str, key_id: str | None, now_ns: int) -> Authenticated:
-        """The live state behind a verified token: its principal must exist and be enabled,
-        and the API key it was issued against (if any) must still be valid. Checked on every
-        use of the token, so revocation and disabling act at once."""
-        principal = self.principals.get(principal_id)
-        if principal is None:
-            raise AuthenticationFailed(Reason.UNKNOWN_PRINCIPAL)
-        if principal.disabled:
-            raise AuthenticationFailed(Reason.DISABLED_PRINCIPAL)
-        tier = principal.effective_tier(now_ns)
-        scopes = principal.scopes
-        key = None
-        if key_id is not None:
-            key = self.keys.get(key_id)
-            if key is None or key.principal_id != principal_id:
-                raise AuthenticationFailed(Reason.UNKNOWN_KEY)
-            if key.revoked_ns is not None:
-                raise AuthenticationFailed(Reason.REVOKED_KEY)
-            if key.expires_ns is not None and now_ns >= key.expires_ns:
-                raise AuthenticationFailed(Reason.EXPIRED_KEY)
-            if key.tier is not None and key.tier < tier:
-                tier = key.tier
-            if key.scopes is not None:
-                scopes = scopes & key.scopes
-        return Authenticated(principal, key, tier, scopes)
+        """The live state behind a verified token: the API key it was issued against (if
+        any) must still be valid and belong to it, and its principal exist and be enabled,
+        checked as for a key. Called on every use of the token, so revocation and disabling
+        act at once."""
+        if key_id is None:
+            principal = self._enabled(principal_id)
+            tier = principal.effective_tier(now_ns)
+            return Authenticated(principal, None, tier, principal.scopes)
+        key = self.keys.get(key_id)
+        if key is None or key.principal_id != principal_id:
+            raise AuthenticationFailed(Reason.UNKNOWN_KEY)
+        return self._holder_of(key, now_ns)
 
     def authenticate_key(self, raw: str, now_ns: int) -> Authenticated:
         """Check an API key; raise AuthenticationFailed with the precise reason otherwise.
@@ -148,15 +136,15 @@ class Directory:
         key = self.keys.get(key_id) if key_id is not None else None
         if key is None:
             key = self._check_secret(raw)
+        return self._holder_of(key, now_ns)
+
+    def _holder_of(self, key: ApiKey, now_ns: int) -> Authenticated:
+        """A key's state, then its owner's; the tier and scopes the key carries now."""
         if key.revoked_ns is not None:
             raise AuthenticationFailed(Reason.REVOKED_KEY)
         if key.expires_ns is not None and now_ns >= key.expires_ns:
             raise AuthenticationFailed(Reason.EXPIRED_KEY)
-        principal = self.principals.get(key.principal_id)
-        if principal is None:
-            raise AuthenticationFailed(Reason.UNKNOWN_PRINCIPAL)
-        if principal.disabled:
-            raise AuthenticationFailed(Reason.DISABLED_PRINCIPAL)
+        principal = self._enabled(key.principal_id)
         tier = (
             principal.tier
             if principal.elevated_until_ns is None
@@ -166,3 +154,11 @@ class Directory:
             tier = key.tier
         scopes = principal.scopes if key.scopes is None else principal.scopes & key.scopes
         return Authenticated(principal, key, tier, scopes)
+
+    def _enabled(self, principal_id: str) -> Principal:
+        principal = self.principals.get(principal_id)
+        if principal is None:
+            raise AuthenticationFailed(Reason.UNKNOWN_PRINCIPAL)
+        if principal.disabled:
+            raise AuthenticationFailed(Reason.DISABLED_PRINCIPAL)
+        return principal
