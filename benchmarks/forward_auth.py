@@ -92,13 +92,31 @@ def _ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def nginx_baseline(folder: Path, seconds: int, connections: int) -> dict[str, float]:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    port = free_port()
-    temps = "".join(
+def nginx_temps(folder: Path) -> str:
+    """nginx's temp-path directives, all under ``folder`` (it runs unprivileged there)."""
+    return "".join(
         f"{n}_temp_path {folder}/{n}; "
         for n in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
+
+
+def print_wrk_table(rows: list[tuple[str, dict[str, float]]], width: int) -> None:
+    """The wrk results table: one row per case, server CPU and RSS where measured."""
+    columns = ("req/s", 10), ("P50 ms", 9), ("P99 ms", 9), ("non-2xx", 9), ("CPU us/req", 12)
+    print(f"{'case':<{width}}" + "".join(f"{n:>{w}}" for n, w in columns) + f"{'RSS MiB':>9}")
+    for name, r in rows:
+        cpu = f"{r['cpu_us_per_request']:.1f}" if "cpu_us_per_request" in r else "-"
+        rss = f"{r['rss_mib']:.0f}" if "rss_mib" in r else "-"
+        print(
+            f"{name:<{width}}{r['rps']:>10,.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+            f"{r['non_2xx']:>9}{cpu:>12}{rss:>9}"
+        )
+
+
+def nginx_baseline(folder: Path, seconds: int, connections: int) -> dict[str, float]:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    port = free_port()
+    temps = nginx_temps(folder)
     conf = folder / "nginx.conf"
     conf.write_text(
         f"daemon off; worker_processes 1; pid {folder}/nginx.pid; error_log {folder}/e.log;"
@@ -204,20 +222,14 @@ def main(argv: list[str]) -> int:
         f"forward-auth benchmark — wrk -t1 -c{args.connections} -d{args.seconds}s, "
         f"server on CPU 0, wrk on CPU 1, {args.principals} principals loaded\n"
     )
-    columns = ("req/s", 10), ("P50 ms", 9), ("P99 ms", 9), ("non-2xx", 9), ("CPU us/req", 12)
-    print(f"{'case':<38}" + "".join(f"{n:>{w}}" for n, w in columns) + f"{'RSS MiB':>9}")
-    rows = [
-        ("(a) nginx return 200", results["nginx"]),
-        ("(b) authgate, valid key", results["authgate_valid"]),
-        ("(c) authgate, unknown key (401)", results["authgate_invalid"]),
-    ]
-    for name, r in rows:
-        cpu = f"{r['cpu_us_per_request']:.1f}" if "cpu_us_per_request" in r else "-"
-        rss = f"{r['rss_mib']:.0f}" if "rss_mib" in r else "-"
-        print(
-            f"{name:<38}{r['rps']:>10,.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-            f"{r['non_2xx']:>9}{cpu:>12}{rss:>9}"
-        )
+    print_wrk_table(
+        [
+            ("(a) nginx return 200", results["nginx"]),
+            ("(b) authgate, valid key", results["authgate_valid"]),
+            ("(c) authgate, unknown key (401)", results["authgate_invalid"]),
+        ],
+        38,
+    )
     print(
         f"\n(b)/(a) = {ratio:.0%}  (budget >= {BUDGET:.0%}): {'yes' if ratio >= BUDGET else 'NO'}"
     )

@@ -32,7 +32,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.forward_auth import cpu_seconds, free_port, populate, rss_mib, wait_for, wrk
+from benchmarks.forward_auth import (
+    cpu_seconds,
+    free_port,
+    nginx_temps,
+    populate,
+    print_wrk_table,
+    rss_mib,
+    wait_for,
+    wrk,
+)
 
 BUDGET_RATIO = 0.5
 BUDGET_P50_MS = 0.5
@@ -53,13 +62,6 @@ def nginx_binary() -> str:
     return shutil.which("nginx") or "/usr/sbin/nginx"
 
 
-def _temps(folder: Path) -> str:
-    return "".join(
-        f"{n}_temp_path {folder}/{n}; "
-        for n in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-
-
 def start_nginx(folder: Path, name: str, http_block: str, cpu: str, modules: str = "") -> Any:
     work = folder / name
     work.mkdir()
@@ -67,7 +69,7 @@ def start_nginx(folder: Path, name: str, http_block: str, cpu: str, modules: str
     conf.write_text(
         f"{modules} daemon off; worker_processes 1; pid {work}/nginx.pid; "
         f"error_log {work}/error.log; events {{ worker_connections 4096; }} "
-        f"http {{ access_log off; {_temps(work)} {http_block} }}"
+        f"http {{ access_log off; {nginx_temps(work)} {http_block} }}"
     )
     return subprocess.Popen(
         ["taskset", "-c", cpu, nginx_binary(), "-c", str(conf), "-p", str(work)]
@@ -292,20 +294,14 @@ def main(argv: list[str]) -> int:
         f"proxy benchmark — wrk -t1 -c{args.connections} -d{args.seconds}s; front on CPU 0, "
         f"upstream nginx and wrk on CPU 1; {args.principals} keys loaded\n"
     )
-    columns = ("req/s", 10), ("P50 ms", 9), ("P99 ms", 9), ("non-2xx", 9), ("CPU us/req", 12)
-    print(f"{'case':<40}" + "".join(f"{n:>{w}}" for n, w in columns) + f"{'RSS MiB':>9}")
-    rows = [
-        ("(a) upstream nginx, direct", results["upstream"]),
-        ("(b) nginx + Lua key-auth, limit_req, proxy", results["nginx_lua"]),
-        ("(c) authgate: key, tier, GCRA, audit, proxy", results["authgate"]),
-    ]
-    for name, r in rows:
-        cpu = f"{r['cpu_us_per_request']:.1f}" if "cpu_us_per_request" in r else "-"
-        rss = f"{r['rss_mib']:.0f}" if "rss_mib" in r else "-"
-        print(
-            f"{name:<40}{r['rps']:>10,.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-            f"{r['non_2xx']:>9}{cpu:>12}{rss:>9}"
-        )
+    print_wrk_table(
+        [
+            ("(a) upstream nginx, direct", results["upstream"]),
+            ("(b) nginx + Lua key-auth, limit_req, proxy", results["nginx_lua"]),
+            ("(c) authgate: key, tier, GCRA, audit, proxy", results["authgate"]),
+        ],
+        40,
+    )
     ok = "yes" if ratio >= BUDGET_RATIO else "NO"
     print(f"\n(c)/(b) = {ratio:.0%}  (budget >= {BUDGET_RATIO:.0%}): {ok}")
     print(
