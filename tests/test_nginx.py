@@ -37,6 +37,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def start_nginx(conf: Path, folder: Path, port: int) -> subprocess.Popen[bytes]:
+    """nginx with ``conf``, once it accepts on ``port``; its error log explains a failure."""
+    assert NGINX is not None, "nginx must be installed under CI"
+    proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(folder)])
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            assert proc.poll() is None, (folder / "error.log").read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
 def nginx_conf(folder: Path, listen: int, upstream: int, authgate: int) -> Path:
     snippet = SNIPPET.read_text()
     snippet = snippet.replace("@AUTHGATE@", f"127.0.0.1:{authgate}")
@@ -92,19 +107,8 @@ async def authgate() -> AsyncIterator[tuple[Harness, int]]:
 def nginx(
     tmp_path: Path, nginx_ports: tuple[int, int], authgate: tuple[Harness, int]
 ) -> Iterator[int]:
-    assert NGINX is not None, "nginx must be installed under CI"
     listen, upstream = nginx_ports
-    conf = nginx_conf(tmp_path, listen, upstream, authgate[1])
-    proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(tmp_path)])
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", listen), timeout=0.2).close()
-            break
-        except OSError:
-            assert proc.poll() is None, (tmp_path / "error.log").read_text()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    proc = start_nginx(nginx_conf(tmp_path, listen, upstream, authgate[1]), tmp_path, listen)
     yield listen
     proc.terminate()
     proc.wait(10)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.dataplane.gateway import fetch, gateway, request
-from tests.test_nginx import NGINX, free_port
+from tests.test_nginx import NGINX, free_port, start_nginx
 
 pytestmark = pytest.mark.skipif(
     NGINX is None and os.environ.get("CI") != "true",
@@ -24,7 +22,6 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def nginx_upstream(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    assert NGINX is not None, "nginx must be installed under CI"
     root = tmp_path / "www" / "v1"
     root.mkdir(parents=True)
     (root / "small.json").write_text('{"ok": true}')
@@ -43,16 +40,7 @@ def nginx_upstream(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         f"server {{ listen 127.0.0.1:{port}; root {tmp_path}/www;"
         f"location = /v1/slow.bin {{ limit_rate 200k; limit_rate_after 0; }} }} }}"
     )
-    proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(tmp_path)])
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            assert proc.poll() is None, (tmp_path / "error.log").read_text()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    proc = start_nginx(conf, tmp_path, port)
     yield f"http://127.0.0.1:{port}", tmp_path / "www"
     proc.terminate()
     proc.wait(10)
