@@ -20,7 +20,7 @@ CONFINED = {
     "asyncpg": ("authgate.identity.postgres",),
     "prometheus_client": ("authgate.metrics",),
     "jwt": ("authgate.tokens",),
-    "cryptography": ("authgate.tokens", "authgate.audit.note"),
+    "cryptography": ("authgate.tokens", "authgate.audit.note", "authgate.sealing"),
     "argon2": ("authgate.identity.passwords",),
     "click": ("authgate.cli.",),
     "rich": ("authgate.cli.",),

@@ -246,11 +246,33 @@ async def _wrong_audience(bed: Harness) -> Decision:
     return _bearer(bed, await _token(bed, Tokens(bed.tokens.ring, "authgate", "elsewhere")))
 
 
-LOGIN_REASONS = {Reason.INVALID_PASSWORD, Reason.LOCKED_OUT, Reason.NO_PASSWORD}
+@scenario(Reason.STEP_UP_REQUIRED)
+async def _step_up(bed: Harness) -> Decision:
+    bed.engine.second_factor_tiers = frozenset({1})
+    p = await bed.identity.create_principal(Kind.USER, "stepper", 1)
+    token = bed.tokens.issue(p.id, 1, frozenset(), bed.clock.now_ns(), extra={"amr": ["pwd"]})
+    return bed.engine.decide(
+        "POST", "/v1/chat/completions", {"authorization": f"Bearer {token[0]}"}
+    )
+
+
+# Reasons that are not decisions on a request; tests/identity and tests/dataplane cover them.
+LOGIN_REASONS = {
+    Reason.INVALID_PASSWORD,
+    Reason.LOCKED_OUT,
+    Reason.NO_PASSWORD,
+    Reason.INVALID_SECOND_FACTOR,
+}
+HANDOFF_REASONS = {
+    Reason.UNKNOWN_TICKET,
+    Reason.TICKET_EXPIRED,
+    Reason.TICKET_REDEEMED,
+    Reason.WRONG_RECIPIENT,
+}
 
 
 def test_every_reason_code_has_a_scenario() -> None:
-    assert set(Reason) == set(SCENARIOS) | LOGIN_REASONS
+    assert set(Reason) == set(SCENARIOS) | LOGIN_REASONS | HANDOFF_REASONS
 
 
 STATUS = {
@@ -270,7 +292,8 @@ async def test_reason(reason: Reason) -> None:
     bed = await harness()
     decision = await SCENARIOS[reason](bed)
     assert reason == decision.reason
-    assert (Outcome.ALLOW if reason is Reason.OK else Outcome.DENY) == decision.outcome
+    expected = {Reason.OK: Outcome.ALLOW, Reason.STEP_UP_REQUIRED: Outcome.STEP_UP}
+    assert expected.get(reason, Outcome.DENY) == decision.outcome
     assert STATUS.get(reason, 401) == decision.status
     if reason is not Reason.AUDIT_UNAVAILABLE:  # that one is refused precisely because
         event = bed.sink.last  # its event could not be recorded

@@ -147,6 +147,9 @@ class Passwords(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     failure_window_s: PositiveSeconds = 900.0
     lockout_s: PositiveSeconds = 900.0
     threads: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    # Routes of these tiers need a login with a second factor (TOTP): a password-only
+    # login token gets a step_up answer there. API keys are machine credentials: not asked.
+    second_factor_tiers: tuple[Level, ...] = ()
 
 
 class RateLimit(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -209,6 +212,18 @@ class Tokens(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     keys_file: str = "data/token-keys.json"
 
 
+class Handoffs(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Context handoffs between agents: single-use tickets."""
+
+    enabled: bool = True
+    store: Literal["sqlite", "memory"] = "sqlite"
+    sqlite_path: str = "data/handoffs.db"
+    max_context_bytes: Annotated[int, msgspec.Meta(ge=0, le=16 << 20)] = 64 * 1024
+    default_ttl_s: PositiveSeconds = 300.0
+    max_ttl_s: PositiveSeconds = 3600.0
+    keep_expired_s: PositiveSeconds = 3600.0
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """All of authgate's settings. Relative paths are resolved against ``base_dir``."""
 
@@ -226,6 +241,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     cache: Cache = msgspec.field(default_factory=Cache)
     compression: Compression = msgspec.field(default_factory=Compression)
     tokens: Tokens = msgspec.field(default_factory=Tokens)
+    handoffs: Handoffs = msgspec.field(default_factory=Handoffs)
 
     def path(self, value: str) -> Path:
         """Resolve a path setting against the directory of the config file."""

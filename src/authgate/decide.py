@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -84,11 +85,29 @@ class Decision(msgspec.Struct, frozen=True, gc=False):
     upstream: str | None = None
     ratelimit: GcraResult | None = None
     path: str | None = None  # the normalised path judged (set when a route matched)
+    actor: str | None = None  # who acts for the principal (a handoff's delegated token)
+    correlation: str | None = None  # the handoff's correlation id, for the audit log
 
     @property
     def allowed(self) -> bool:
         """True for ``allow``."""
         return self.outcome is Outcome.ALLOW
+
+
+class Caller(NamedTuple):
+    """An authenticated caller: ``principal_id`` is whose authority the credential carries;
+    ``actor`` who acts (the principal itself unless the credential is a delegated token,
+    whose ``act`` chain names the actors); ``correlation`` a handoff's correlation id;
+    ``amr`` how a user logged in (empty for API keys and client-credentials tokens)."""
+
+    principal_id: str
+    key_id: str | None
+    tier: int
+    scopes: frozenset[str]
+    actor: str
+    act: dict[str, Any] | None = None
+    correlation: str | None = None
+    amr: tuple[str, ...] = ()
 
 
 def _deny(
@@ -98,6 +117,7 @@ def _deny(
     tier_held: int | None = None,
     tier_required: int | None = None,
     route: str | None = None,
+    correlation: str | None = None,
 ) -> Decision:
     return Decision(
         Outcome.DENY,
@@ -109,6 +129,7 @@ def _deny(
         tier_required,
         _NO_SCOPES,
         route,
+        correlation=correlation,
     )
 
 
@@ -131,9 +152,11 @@ class DecisionEngine:
         allow_anonymous: bool = False,
         audit_key: bytes | None = None,
         tokens: Tokens | None = None,
+        second_factor_tiers: frozenset[int] = frozenset(),
     ) -> None:
         self.directory = directory
         self.tokens = tokens
+        self.second_factor_tiers = second_factor_tiers
         self.policy = policy
         self.limiter = limiter
         self.sink = sink
@@ -214,7 +237,7 @@ class DecisionEngine:
             (path or target)[:512],
             decision.status,
             request_id,
-            None,
+            decision.correlation,
             (time.perf_counter_ns() - started) // 1000,
             None,
             self._personal(client) if client and self._audit_key else None,
@@ -247,51 +270,79 @@ class DecisionEngine:
             self._hashes[value] = digest
         return digest
 
+    def identify(self, credential: str, now: int) -> Caller:
+        """Who a credential (an API key or a JWT) belongs to, with the tier and scopes it
+        carries right now; AuthenticationFailed with the reason otherwise.
+
+        A JWT's tier and scopes are the token's, capped by what its subject holds now. A
+        delegated token (a handoff's, with an ``act`` chain) also needs every actor in the
+        chain to be enabled, its key valid, and takes the lowest of their tiers."""
+        if self.tokens is None or credential.count(".") != 2:  # an API key
+            who = self.directory.authenticate_key(credential, now)
+            pid = who.principal.id
+            assert who.key is not None
+            return Caller(pid, who.key.key_id, who.tier, who.scopes, pid)
+        claims = self.tokens.verify(credential, now)
+        who = self.directory.check_subject(claims.sub, claims.akid, now)
+        tier = min(claims.tier, who.tier)
+        actor = claims.sub
+        if claims.act is not None:
+            actor, actors_tier = self.directory.check_actors(claims.act, now)
+            tier = min(tier, actors_tier)
+        return Caller(
+            claims.sub,
+            claims.akid,
+            tier,
+            claims.scope & who.scopes,
+            actor,
+            claims.act,
+            claims.cid,
+            claims.amr,
+        )
+
     def _decide(
         self, method: str, path: str, headers: Mapping[str, str], client: str, now: int
     ) -> Decision:
-        authorization = headers.get("authorization")
-        credential: str | Reason
-        if authorization is None:
-            api_key = headers.get("x-api-key")
-            credential = Reason.MISSING_CREDENTIAL if api_key is None else api_key.strip()
-        else:
-            credential = _bearer(authorization, headers.get("x-api-key"))
-        if not credential or len(credential) > MAX_CREDENTIAL_LEN:
-            credential = Reason.MALFORMED_CREDENTIAL
+        credential = credential_of(headers)
         if isinstance(credential, Reason):
             if credential is not Reason.MISSING_CREDENTIAL or not self.allow_anonymous:
                 return _deny(credential)
-            principal_id = key_id = None
+            caller = None
+            principal_id = key_id = correlation = None
             tier, scopes, subject = 0, _NO_SCOPES, f"anon:{client}"
-        elif self.tokens is not None and credential.count(".") == 2:  # a JWT, not a key
-            try:
-                claims = self.tokens.verify(credential, now)
-                who = self.directory.check_subject(claims.sub, claims.akid, now)
-            except AuthenticationFailed as exc:
-                return _deny(exc.reason)
-            principal_id = subject = claims.sub
-            key_id = claims.akid
-            # never more than the token says, nor more than the subject holds right now
-            tier = min(claims.tier, who.tier)
-            scopes = claims.scope & who.scopes
         else:
             try:
-                who = self.directory.authenticate_key(credential, now)
+                caller = self.identify(credential, now)
             except AuthenticationFailed as exc:
                 return _deny(exc.reason)
-            principal_id = subject = who.principal.id
-            assert who.key is not None
-            key_id = who.key.key_id
-            tier, scopes = who.tier, who.scopes
+            principal_id, key_id, tier, scopes, subject, _, correlation, _ = caller
         route = self.policy.match(method, path)
         if route is None:
-            return _deny(Reason.NO_ROUTE, principal_id, key_id, tier)
+            return _deny(Reason.NO_ROUTE, principal_id, key_id, tier, correlation=correlation)
         verdict = check_access(route, tier, scopes)
         if verdict is not Reason.OK:
             if principal_id is None:  # a guest: authenticating is the way in, say so (401)
                 verdict = Reason.MISSING_CREDENTIAL
-            return _deny(verdict, principal_id, key_id, tier, route.min_tier, route.name)
+            return _deny(
+                verdict, principal_id, key_id, tier, route.min_tier, route.name, correlation
+            )
+        if (
+            caller is not None
+            and caller.amr  # a user's login, not a machine credential
+            and route.min_tier in self.second_factor_tiers
+            and "otp" not in caller.amr
+        ):
+            return Decision(
+                Outcome.STEP_UP,
+                Reason.STEP_UP_REQUIRED,
+                401,
+                principal_id,
+                key_id,
+                tier,
+                route.min_tier,
+                _NO_SCOPES,
+                route.name,
+            )
         limit = self._limits[tier]
         key = f"{subject}|{route.name}" if route.per_route else subject
         result = self.limiter.hit(key, now, limit, route.cost)
@@ -309,7 +360,24 @@ class DecisionEngine:
             route.upstream,
             result,
             path,
+            None if caller is None or caller.act is None else caller.actor,
+            correlation,
         )
+
+
+def credential_of(headers: Mapping[str, str]) -> str | Reason:
+    """The credential a request carries (``Authorization: Bearer`` or ``X-API-Key``), or
+    the reason there is none to use."""
+    authorization = headers.get("authorization")
+    credential: str | Reason
+    if authorization is None:
+        api_key = headers.get("x-api-key")
+        credential = Reason.MISSING_CREDENTIAL if api_key is None else api_key.strip()
+    else:
+        credential = _bearer(authorization, headers.get("x-api-key"))
+    if not credential or len(credential) > MAX_CREDENTIAL_LEN:
+        return Reason.MALFORMED_CREDENTIAL
+    return credential
 
 
 def _bearer(authorization: str, api_key: str | None) -> str | Reason:

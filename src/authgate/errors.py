@@ -10,6 +10,8 @@ Every error authgate raises on purpose derives from :class:`AuthgateError` and c
     ├── Conflict                  conflict            already exists, or not allowed now
     ├── AuthenticationFailed      authentication_failed   one opaque error for the caller;
     │   └── LockedOut             locked_out          the precise reason goes to the audit log
+    ├── HandoffRefused            handoff_refused     a ticket not created or not redeemed;
+    │                                                 carries the reason
     ├── Forbidden                 forbidden
     ├── RateLimited               rate_limited        carries retry_after (seconds)
     ├── StoreUnavailable          store_unavailable
@@ -60,6 +62,12 @@ class Reason(StrEnum):
     TOKEN_NOT_YET_VALID = "token_not_yet_valid"
     WRONG_ISSUER = "wrong_issuer"
     WRONG_AUDIENCE = "wrong_audience"
+    STEP_UP_REQUIRED = "step_up_required"
+    INVALID_SECOND_FACTOR = "invalid_second_factor"
+    UNKNOWN_TICKET = "unknown_ticket"
+    TICKET_EXPIRED = "ticket_expired"
+    TICKET_REDEEMED = "ticket_redeemed"
+    WRONG_RECIPIENT = "wrong_recipient"
 
 
 class AuthgateError(Exception):
@@ -115,6 +123,20 @@ class LockedOut(AuthenticationFailed):
     def __init__(self, retry_after: float) -> None:
         super().__init__(Reason.LOCKED_OUT, "too many failed attempts")
         self.retry_after = retry_after
+
+
+class HandoffRefused(AuthgateError):
+    """A handoff ticket could not be created or redeemed; ``reason`` says why, ``ticket``
+    names the ticket concerned (its id, recipient, subject, correlation id) when known."""
+
+    code = "handoff_refused"
+
+    def __init__(
+        self, reason: Reason, message: str = "", ticket: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message or reason.value)
+        self.reason = reason
+        self.ticket = ticket
 
 
 class Forbidden(AuthgateError):

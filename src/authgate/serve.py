@@ -133,6 +133,7 @@ async def start(settings: Settings, *, worker: int = 0, reuse_port: bool = False
         durable=durable,
         proxy=proxy,
         identity=services.identity,
+        handoffs=services.handoffs,
     )
     data = Server(
         router, limits_of(settings), settings.server.trusted_proxies, streams_body=router.streams

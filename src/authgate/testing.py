@@ -9,6 +9,7 @@ from authgate.audit.event import AuditEvent
 from authgate.clock import NS_PER_S
 from authgate.config import Passwords, Settings
 from authgate.decide import DecisionEngine
+from authgate.handoff import Handoffs, MemoryHandoffStore
 from authgate.identity.service import IdentityService
 from authgate.identity.store import MemoryIdentityStore
 from authgate.policy import build_policy
@@ -87,6 +88,7 @@ class Harness:
     store: MemoryIdentityStore
     identity: IdentityService
     engine: DecisionEngine
+    handoffs: Handoffs
 
     @property
     def tokens(self) -> Tokens:
@@ -117,5 +119,15 @@ async def make_harness(settings: Settings | None = None) -> Harness:
             settings.tokens.lifetime_minutes * 60.0,
             float(settings.tokens.leeway_s),
         ),
+        second_factor_tiers=frozenset(settings.passwords.second_factor_tiers),
     )
-    return Harness(settings, clock, sink, store, identity, engine)
+    h = settings.handoffs
+    handoffs = Handoffs(
+        MemoryHandoffStore(),
+        TEST_PEPPER,
+        clock,
+        max_context_bytes=h.max_context_bytes,
+        default_ttl_s=h.default_ttl_s,
+        max_ttl_s=h.max_ttl_s,
+    )
+    return Harness(settings, clock, sink, store, identity, engine, handoffs)

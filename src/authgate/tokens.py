@@ -4,7 +4,8 @@ with a cache of verified tokens.
 A token's header is ``{"alg": "EdDSA", "kid": ..., "typ": "JWT"}``; its claims ``iss``,
 ``aud``, ``sub`` (the principal), ``tier``, ``scope`` (space-separated), ``iat``, ``nbf``,
 ``exp`` and ``jti``, plus any extra claims the issuer adds (``akid``: the API key it was
-issued against; ``act``: a delegation chain). Verification accepts only ``EdDSA`` (so not
+issued against; ``act``: a delegation chain (RFC 8693); ``cid``: the correlation id
+of a handoff; ``amr``: how a user logged in (RFC 8176)). Verification accepts only ``EdDSA`` (so not
 ``none``, nor HS256 keyed with the public key), only known ``kid`` values, and checks the
 signature, ``exp`` and ``nbf`` with a small leeway, ``iss`` and ``aud``. Each failure is an
 :class:`~authgate.errors.AuthenticationFailed` with its own :class:`~authgate.errors.Reason`.
@@ -163,6 +164,8 @@ class Claims(msgspec.Struct, frozen=True):
     jti: str
     akid: str | None = None
     act: dict[str, Any] | None = None
+    cid: str | None = None  # the correlation id of a handoff's delegated token
+    amr: tuple[str, ...] = ()  # how the subject authenticated (RFC 8176): "pwd", "otp"
 
 
 _ERRORS: tuple[tuple[type[Exception], Reason], ...] = (
@@ -309,6 +312,8 @@ def _claims(payload: dict[str, Any]) -> Claims:
             "jti": payload["jti"],
             "akid": payload.get("akid"),
             "act": payload.get("act"),
+            "cid": payload.get("cid"),
+            "amr": payload.get("amr", []),
         },
         Claims,
         strict=True,

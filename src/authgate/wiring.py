@@ -19,6 +19,8 @@ from authgate.clock import NS_PER_S, Clock, SystemClock
 from authgate.config import Settings
 from authgate.decide import DecisionEngine
 from authgate.errors import AuthgateError, ConfigError
+from authgate.handoff import Handoffs, HandoffStore, MemoryHandoffStore
+from authgate.handoff.sqlite import SqliteHandoffStore
 from authgate.identity.service import IdentityService
 from authgate.identity.sqlite import SqliteIdentityStore
 from authgate.identity.store import IdentityStore
@@ -43,6 +45,7 @@ class Services:
     engine: DecisionEngine
 
     ledger: Ledger | None = None
+    handoffs: Handoffs | None = None
     _ring_mtime: int = 0
 
     def reload_token_keys(self) -> bool:
@@ -68,6 +71,8 @@ class Services:
     async def close(self) -> None:
         """Release the store, the ledger and thread pools."""
         await self.identity.close()
+        if self.handoffs is not None:
+            await self.handoffs.store.close()
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)
 
@@ -135,6 +140,29 @@ def build_tokens(settings: Settings, now_ns: int) -> Tokens | None:
         return None
     ring = load_token_ring(settings.path(t.keys_file), now_ns, create=True)
     return Tokens(ring, t.issuer, t.audience, t.lifetime_minutes * 60.0, float(t.leeway_s))
+
+
+async def build_handoffs(settings: Settings, pepper: bytes, clock: Clock) -> Handoffs | None:
+    """The handoff tickets over the configured store (opened), or None when disabled.
+    Delegated tokens need the token service, so handoffs are off without tokens too."""
+    h = settings.handoffs
+    if not h.enabled or not settings.tokens.enabled:
+        return None
+    store: HandoffStore = (
+        SqliteHandoffStore(settings.path(h.sqlite_path))
+        if h.store == "sqlite"
+        else MemoryHandoffStore()
+    )
+    await store.open()
+    return Handoffs(
+        store,
+        pepper,
+        clock,
+        max_context_bytes=h.max_context_bytes,
+        default_ttl_s=h.default_ttl_s,
+        max_ttl_s=h.max_ttl_s,
+        keep_expired_s=h.keep_expired_s,
+    )
 
 
 def instance_name(settings: Settings) -> str:
@@ -232,7 +260,9 @@ async def build_services(
         allow_anonymous=settings.allow_anonymous,
         audit_key=audit_key,
         tokens=build_tokens(settings, clock.now_ns()),
+        second_factor_tiers=frozenset(settings.passwords.second_factor_tiers),
     )
-    services = Services(settings, clock, identity, policy, limiter, sink, engine, ledger)
+    handoffs = await build_handoffs(settings, pepper, clock)
+    services = Services(settings, clock, identity, policy, limiter, sink, engine, ledger, handoffs)
     services.reload_token_keys()  # records the key file's version the ring was loaded from
     return services

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from authgate.dataplane.forward_auth import PREFIX, ForwardAuth
+from authgate.dataplane.handoff_endpoint import CREATE_PATH, REDEEM_PATH, HandoffEndpoint
 from authgate.dataplane.http import Handler, Request, Response, json_response
 from authgate.dataplane.router import Router
 from authgate.dataplane.token_endpoint import JWKS_PATH, LOGIN_PATH, LoginEndpoint, TokenEndpoint
 from authgate.dataplane.token_endpoint import PATH as TOKEN_PATH
 from authgate.decide import DecisionEngine
+from authgate.handoff import Handoffs
 from authgate.identity.service import IdentityService
 
 
@@ -20,11 +22,12 @@ def build_router(
     durable: bool = False,
     proxy: Handler | None = None,
     identity: IdentityService | None = None,
+    handoffs: Handoffs | None = None,
 ) -> Router:
     """Routes for ``authgate serve``: ``/v1/authorize[/...]``, ``/healthz``, ``/readyz``,
     ``/v1/token``, ``/.well-known/jwks.json`` and, given ``identity``, ``/v1/login`` (with
-    tokens on), and in gateway mode
-    (``proxy``) every other path.
+    tokens on), given ``handoffs`` ``/v1/handoffs`` and ``/v1/handoffs/redeem``, and in
+    gateway mode (``proxy``) every other path.
 
     ``ready`` returns named checks; ``/readyz`` is 200 when all pass, 503 otherwise. With
     ``durable``, forward-auth answers only once the decision's audit event is fsynced.
@@ -50,6 +53,10 @@ def build_router(
         router.add(JWKS_PATH, endpoint.jwks)
         if identity is not None:
             router.add(LOGIN_PATH, LoginEndpoint(engine, engine.tokens, identity))
+        if handoffs is not None:
+            handoff = HandoffEndpoint(engine, engine.tokens, handoffs)
+            router.add(CREATE_PATH, handoff.create)
+            router.add(REDEEM_PATH, handoff.redeem)
 
     router.add("/healthz", healthz)
     router.add("/readyz", readyz)

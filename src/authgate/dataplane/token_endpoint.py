@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
-from urllib.parse import parse_qsl
 
-import msgspec
-
-from authgate.audit.event import AuditEvent, EventType, new_event_id
+from authgate.audit.event import EventType
+from authgate.dataplane.endpoints import NO_STORE, audit, post_only, refusal
+from authgate.dataplane.endpoints import params as read_params
 from authgate.dataplane.forward_auth import client_address, ratelimit_headers
 from authgate.dataplane.http import Request, Response, error_response, json_response
 from authgate.decide import DecisionEngine
-from authgate.errors import AuditUnavailable, AuthenticationFailed, LockedOut, Reason
+from authgate.errors import AuthenticationFailed, LockedOut, Reason
 from authgate.identity.ids import Kind
 from authgate.identity.service import IdentityService
 from authgate.tokens import Claims, Tokens
@@ -34,7 +32,6 @@ from authgate.tokens import Claims, Tokens
 PATH = "/v1/token"
 LOGIN_PATH = "/v1/login"
 JWKS_PATH = "/.well-known/jwks.json"
-_NO_STORE = "cache-control: no-store\r\npragma: no-cache\r\n"
 
 
 class TokenEndpoint:
@@ -51,8 +48,8 @@ class TokenEndpoint:
     def __call__(self, request: Request) -> Response:
         """One token request."""
         if request.method != "POST":
-            return _post_only(request)
-        params = _params(request)
+            return post_only(request)
+        params = read_params(request)
         if params is None:
             return self._error(request, 400, "invalid_request", Reason.MALFORMED_REQUEST)
         if params.get("grant_type") != "client_credentials":
@@ -72,7 +69,7 @@ class TokenEndpoint:
             _audit(self.engine, request, "issue", "deny", Reason.RATE_LIMITED, 429, pid)
             wait = max(1, limited.retry_after_s)
             extra = f"{ratelimit_headers(limited)}retry-after: {wait}\r\n"
-            return _refusal(request, 429, "rate_limited", extra)
+            return refusal(request, 429, "rate_limited", extra)
         asked = params.get("scope")
         wanted = frozenset(asked.split()) if isinstance(asked, str) else who.scopes
         if not isinstance(asked, str | None) or not wanted <= who.scopes:
@@ -92,7 +89,7 @@ class TokenEndpoint:
     ) -> Response:
         _audit(self.engine, request, "issue", "deny", reason, status, principal, error=error)
         challenge = 'www-authenticate: Basic realm="authgate"\r\n' if status == 401 else ""
-        return _refusal(request, status, error, challenge)
+        return refusal(request, status, error, challenge)
 
 
 class LoginEndpoint:
@@ -113,38 +110,32 @@ class LoginEndpoint:
     async def __call__(self, request: Request) -> Response:
         """One login."""
         if request.method != "POST":
-            return _post_only(request)
+            return post_only(request)
         engine = self.engine
-        params = _params(request)
+        params = read_params(request)
         name = params.get("username") if params else None
         password = params.get("password") if params else None
         if not isinstance(name, str) or not isinstance(password, str) or not name:
             _audit(engine, request, "login", "deny", Reason.MALFORMED_REQUEST, 400)
-            return _refusal(request, 400, "invalid_request")
+            return refusal(request, 400, "invalid_request")
         try:
             principal = await self.identity.login(name, password, client_address(request))
         except LockedOut as exc:
             _audit(engine, request, "login", "deny", Reason.LOCKED_OUT, 429)
             wait = max(1, int(exc.retry_after + 0.999))
-            return _refusal(request, 429, "locked_out", f"retry-after: {wait}\r\n")
+            return refusal(request, 429, "locked_out", f"retry-after: {wait}\r\n")
         except AuthenticationFailed as exc:
             _audit(engine, request, "login", "deny", exc.reason, 401)
-            return _refusal(request, 401, "invalid_grant")
+            return refusal(request, 401, "invalid_grant")
         if principal.kind is not Kind.USER:
             _audit(engine, request, "login", "deny", Reason.UNKNOWN_PRINCIPAL, 401, principal.id)
-            return _refusal(request, 401, "invalid_grant")
+            return refusal(request, 401, "invalid_grant")
         now = engine.clock.now_ns()
         tier = principal.effective_tier(now)
         token, claims = self.tokens.issue(principal.id, tier, principal.scopes, now)
         if not _audit(engine, request, "login", "allow", Reason.OK, 200, principal.id, None, tier):
             return error_response(503, "audit_unavailable", request.request_id)
         return _granted(token, claims)
-
-
-def _post_only(request: Request) -> Response:
-    response = error_response(405, "method_not_allowed", request.request_id)
-    response.headers += "allow: POST\r\n"
-    return response
 
 
 def _granted(token: str, claims: Claims) -> Response:
@@ -155,13 +146,7 @@ def _granted(token: str, claims: Claims) -> Response:
         "expires_in": claims.exp - claims.iat,
         "scope": " ".join(sorted(claims.scope)),
     }
-    return json_response(200, body, _NO_STORE)
-
-
-def _refusal(request: Request, status: int, error: str, extra: str = "") -> Response:
-    """RFC 6749 §5.2: the error code and our request id, never the reason."""
-    body = {"error": error, "request_id": request.request_id}
-    return json_response(status, body, _NO_STORE + extra)
+    return json_response(200, body, NO_STORE)
 
 
 def _audit(
@@ -177,45 +162,11 @@ def _audit(
     error: str | None = None,
 ) -> bool:
     """One token event (``issue`` or ``login``); False when the ledger refused it."""
-    event = AuditEvent(
-        new_event_id(),
-        engine.clock.now_ns(),
-        EventType.TOKEN,
-        action,
-        outcome,
-        reason,
-        principal,
-        key_id,
-        tier,
-        None,
-        None,
-        request.method[:16],
-        LOGIN_PATH if action == "login" else PATH,
-        status,
-        request.request_id,
-        None,
-        None,
-        {"error": error} if error else None,
-        engine.personal(client_address(request)),
-        engine.personal(request.headers.get("user-agent")),
+    details = {"error": error} if error else None
+    kind = EventType.TOKEN
+    return audit(
+        engine, request, kind, action, outcome, reason, status, principal, key_id, tier, details
     )
-    try:
-        engine.sink.emit(event)
-    except AuditUnavailable:
-        return False  # the ledger has raised its alarm; the caller fails closed
-    return True
-
-
-def _params(request: Request) -> dict[str, Any] | None:
-    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    try:
-        if kind == "application/json":
-            data = msgspec.json.decode(request.body)
-            return data if isinstance(data, dict) else None
-        text = request.body.decode("utf-8")
-        return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=32))
-    except (msgspec.DecodeError, UnicodeDecodeError, ValueError):
-        return None
 
 
 def _client_key(request: Request) -> str | None:

@@ -6,12 +6,14 @@ IdentityService` keeps it in step with the store.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 from authgate.errors import AuthenticationFailed, Reason
 from authgate.identity.keys import parse_key, secret_matches
 from authgate.identity.model import ApiKey, Principal, Snapshot
+
+MAX_CHAIN = 16  # actors in one delegation chain
 
 
 class Authenticated(NamedTuple):
@@ -125,6 +127,28 @@ class Directory:
         if key is None or key.principal_id != principal_id:
             raise AuthenticationFailed(Reason.UNKNOWN_KEY)
         return self._holder_of(key, now_ns)
+
+    def check_actors(self, act: Mapping[str, Any], now_ns: int) -> tuple[str, int]:
+        """The live state behind a delegation chain (a token's ``act`` claim, RFC 8693):
+        every actor in it checked as :meth:`check_subject` does. Returns the acting
+        principal (the outermost ``sub``) and the lowest tier along the chain."""
+        actor: str | None = None
+        tier = 5
+        level: object = act
+        for _ in range(MAX_CHAIN):
+            if level is None:
+                break
+            if not isinstance(level, Mapping):
+                raise AuthenticationFailed(Reason.MALFORMED_TOKEN)
+            sub, key_id = level.get("sub"), level.get("akid")
+            if not isinstance(sub, str) or not isinstance(key_id, str | None):
+                raise AuthenticationFailed(Reason.MALFORMED_TOKEN)
+            tier = min(tier, self.check_subject(sub, key_id, now_ns).tier)
+            actor = actor or sub
+            level = level.get("act")
+        if actor is None or level is not None:  # empty, or deeper than MAX_CHAIN
+            raise AuthenticationFailed(Reason.MALFORMED_TOKEN)
+        return actor, tier
 
     def authenticate_key(self, raw: str, now_ns: int) -> Authenticated:
         """Check an API key; raise AuthenticationFailed with the precise reason otherwise.

@@ -1,23 +1,16 @@
-"""The embedded identity store: one SQLite file in WAL mode, with versioned migrations.
-
-SQLite calls are blocking, so they run on one dedicated thread; the event loop only awaits
-them. ``synchronous=FULL`` makes every committed change durable before the call returns.
-"""
+"""The embedded identity store: one SQLite file (:mod:`authgate.sqlitedb`: WAL, its own
+thread, every write durable before it returns) with versioned migrations."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from authgate.errors import Conflict, StoreUnavailable
 from authgate.identity.model import ApiKey, Principal, Snapshot
-
-T = TypeVar("T")
+from authgate.sqlitedb import SqliteFile, transaction
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: principals and keys
@@ -71,46 +64,16 @@ class SqliteIdentityStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="authgate-sqlite")
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            if self._db is None:
-                raise StoreUnavailable("the identity store is not open")
-            try:
-                return fn(self._db)
-            except sqlite3.IntegrityError as exc:
-                raise Conflict(f"conflicts with stored data: {exc}") from None
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"identity store {self.path}: {exc}") from None
-
-        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+        self._file = SqliteFile(path, "identity store", MIGRATIONS)
+        self._run = self._file.run
 
     async def open(self) -> None:
         """Open the file (creating it) and apply pending migrations."""
-
-        def connect() -> sqlite3.Connection:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=FULL")
-                db.execute("PRAGMA foreign_keys=ON")
-                db.execute("PRAGMA busy_timeout=5000")
-                _migrate(db)
-            except (sqlite3.Error, OSError) as exc:
-                raise StoreUnavailable(f"identity store {self.path}: {exc}") from None
-            return db
-
-        self._db = await asyncio.get_running_loop().run_in_executor(self._thread, connect)
+        await self._file.open()
 
     async def close(self) -> None:
         """Close the file and the worker thread."""
-        if self._db is not None:
-            db, self._db = self._db, None
-            await asyncio.get_running_loop().run_in_executor(self._thread, db.close)
-        self._thread.shutdown(wait=True)
+        await self._file.close()
 
     async def load(self) -> Snapshot:
         """Every principal and key."""
@@ -165,7 +128,7 @@ class SqliteIdentityStore:
         )
 
         def put(db: sqlite3.Connection) -> None:
-            with _transaction(db):
+            with transaction(db):
                 db.execute(
                     f"INSERT INTO principals ({_PRINCIPAL_COLS}) VALUES (?,?,?,?,?,?,?,?,?) "  # noqa: S608
                     "ON CONFLICT(id) DO UPDATE SET name=excluded.name, tier=excluded.tier, "
@@ -197,7 +160,7 @@ class SqliteIdentityStore:
         ]
 
         def put(db: sqlite3.Connection) -> None:
-            with _transaction(db):
+            with transaction(db):
                 db.executemany(
                     f"INSERT INTO api_keys ({_KEY_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?) "  # noqa: S608
                     "ON CONFLICT(key_id) DO UPDATE SET name=excluded.name, "
@@ -212,39 +175,3 @@ class SqliteIdentityStore:
     async def version(self) -> int:
         """SQLite's ``data_version``: it changes when another connection commits."""
         return await self._run(lambda db: int(db.execute("PRAGMA data_version").fetchone()[0]))
-
-
-class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error (autocommit connection)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
-
-
-def schema_version(db: sqlite3.Connection) -> int:
-    """The migration level of an open database."""
-    return int(db.execute("PRAGMA user_version").fetchone()[0])
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    version = schema_version(db)
-    if version > len(MIGRATIONS):
-        raise StoreUnavailable(
-            f"identity store schema {version} is newer than this authgate ({len(MIGRATIONS)})"
-        )
-    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in filter(str.strip, script.split(";")):
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version = {number}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise

@@ -1,0 +1,149 @@
+"""The embedded handoff store: a SQLite file of its own (tickets are written at request
+rate, identities rarely), so ticket writes never queue behind identity writes.
+
+Exactly once holds across processes too: ``claim`` reads and marks inside one
+``BEGIN IMMEDIATE`` transaction, which holds SQLite's write lock, so of any number of
+workers redeeming the same ticket one sees it unredeemed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from authgate.handoff.model import Handoff
+from authgate.sqlitedb import SqliteFile, transaction
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: tickets
+    """
+    CREATE TABLE handoffs (
+        ticket_id TEXT PRIMARY KEY,
+        secret_hash BLOB NOT NULL,
+        subject TEXT NOT NULL,
+        creator TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        tier INTEGER NOT NULL,
+        correlation_id TEXT NOT NULL,
+        sealed BLOB NOT NULL,
+        created_ns INTEGER NOT NULL,
+        expires_ns INTEGER NOT NULL,
+        akid TEXT,
+        act TEXT,
+        redeemed_ns INTEGER,
+        redeemed_by TEXT
+    );
+    CREATE INDEX handoffs_expiry ON handoffs(expires_ns);
+    """,
+)
+
+_COLS = (
+    "ticket_id, secret_hash, subject, creator, recipient, scopes, tier, correlation_id, "
+    "sealed, created_ns, expires_ns, akid, act, redeemed_ns, redeemed_by"
+)
+_SELECT = f"SELECT {_COLS} FROM handoffs WHERE ticket_id = ?"  # noqa: S608
+
+
+def _row(h: Handoff) -> tuple[Any, ...]:
+    return (
+        h.ticket_id,
+        h.secret_hash,
+        h.subject,
+        h.creator,
+        h.to,
+        json.dumps(sorted(h.scopes)),
+        h.tier,
+        h.correlation_id,
+        h.sealed,
+        h.created_ns,
+        h.expires_ns,
+        h.akid,
+        None if h.act is None else json.dumps(h.act, sort_keys=True),
+        h.redeemed_ns,
+        h.redeemed_by,
+    )
+
+
+def _handoff(r: tuple[Any, ...]) -> Handoff:
+    return Handoff(
+        ticket_id=r[0],
+        secret_hash=bytes(r[1]),
+        subject=r[2],
+        creator=r[3],
+        to=r[4],
+        scopes=frozenset(json.loads(r[5])),
+        tier=r[6],
+        correlation_id=r[7],
+        sealed=bytes(r[8]),
+        created_ns=r[9],
+        expires_ns=r[10],
+        akid=r[11],
+        act=None if r[12] is None else json.loads(r[12]),
+        redeemed_ns=r[13],
+        redeemed_by=r[14],
+    )
+
+
+class SqliteHandoffStore:
+    """HandoffStore over a SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = SqliteFile(path, "handoff store", MIGRATIONS)
+
+    async def open(self) -> None:
+        """Open the file (creating it) and apply pending migrations."""
+        await self._file.open()
+
+    async def close(self) -> None:
+        """Close the file and its thread."""
+        await self._file.close()
+
+    async def put(self, handoff: Handoff) -> None:
+        """Insert a new ticket, durably (a duplicate id is a Conflict)."""
+        row = _row(handoff)
+
+        def put(db: sqlite3.Connection) -> None:
+            db.execute(
+                f"INSERT INTO handoffs ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
+                row,
+            )
+
+        await self._file.run(put)
+
+    async def get(self, ticket_id: str) -> Handoff | None:
+        """A ticket by id."""
+
+        def get(db: sqlite3.Connection) -> Handoff | None:
+            found = db.execute(_SELECT, (ticket_id,)).fetchone()
+            return None if found is None else _handoff(found)
+
+        return await self._file.run(get)
+
+    async def claim(self, ticket_id: str, by: str, now_ns: int) -> Handoff | None:
+        """Read and mark in one write transaction."""
+
+        def claim(db: sqlite3.Connection) -> Handoff | None:
+            with transaction(db):
+                found = db.execute(_SELECT, (ticket_id,)).fetchone()
+                if found is None or found[13] is not None:
+                    return None
+                db.execute(
+                    "UPDATE handoffs SET redeemed_ns = ?, redeemed_by = ?, sealed = X'' "
+                    "WHERE ticket_id = ?",
+                    (now_ns, by, ticket_id),
+                )
+            return _handoff(found)
+
+        return await self._file.run(claim)
+
+    async def purge(self, before_ns: int) -> int:
+        """Delete tickets that expired before ``before_ns``."""
+
+        def purge(db: sqlite3.Connection) -> int:
+            return db.execute("DELETE FROM handoffs WHERE expires_ns < ?", (before_ns,)).rowcount
+
+        return await self._file.run(purge)

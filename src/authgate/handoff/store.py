@@ -1,0 +1,82 @@
+"""The HandoffStore protocol and an in-memory store for tests and single-process use.
+
+``claim`` is where exactly-once lives: it marks a ticket redeemed only if nobody has, in one
+atomic step, and erases the sealed context in the same step.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+
+from authgate.handoff.model import Handoff
+
+
+class HandoffStore(Protocol):
+    """Durable storage of handoff tickets."""
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+    async def put(self, handoff: Handoff) -> None:
+        """Store a new ticket; returns once it is durable."""
+        ...
+
+    async def get(self, ticket_id: str) -> Handoff | None:
+        """A ticket by id, redeemed or not; None when unknown."""
+        ...
+
+    async def claim(self, ticket_id: str, by: str, now_ns: int) -> Handoff | None:
+        """Mark the ticket redeemed by ``by`` if it is not yet, atomically, erasing its
+        context. Returns the record as it was before (with the context), or None when
+        someone else redeemed it first (or it is gone)."""
+        ...
+
+    async def purge(self, before_ns: int) -> int:
+        """Delete tickets that expired before ``before_ns``; how many."""
+        ...
+
+
+class MemoryHandoffStore:
+    """A HandoffStore in a dict. Claims are atomic because nothing awaits between the check
+    and the update."""
+
+    def __init__(self) -> None:
+        self.handoffs: dict[str, Handoff] = {}
+
+    async def open(self) -> None:
+        """Nothing to open."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+    async def put(self, handoff: Handoff) -> None:
+        """Keep the ticket."""
+        self.handoffs[handoff.ticket_id] = handoff
+
+    async def get(self, ticket_id: str) -> Handoff | None:
+        """The ticket, if known."""
+        return self.handoffs.get(ticket_id)
+
+    async def claim(self, ticket_id: str, by: str, now_ns: int) -> Handoff | None:
+        """Check and mark in one synchronous step."""
+        handoff = self.handoffs.get(ticket_id)
+        if handoff is None or handoff.redeemed_ns is not None:
+            return None
+        self.handoffs[ticket_id] = msgspec.structs.replace(
+            handoff, redeemed_ns=now_ns, redeemed_by=by, sealed=b""
+        )
+        return handoff
+
+    async def purge(self, before_ns: int) -> int:
+        """Drop expired tickets."""
+        old = [t for t, h in self.handoffs.items() if h.expires_ns < before_ns]
+        for ticket_id in old:
+            del self.handoffs[ticket_id]
+        return len(old)
