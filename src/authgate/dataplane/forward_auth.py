@@ -92,13 +92,16 @@ _scope_text: dict[frozenset[str], str] = {}  # scope set -> header value, memois
 
 def identity_headers(d: Decision) -> str:
     """Who the caller is, for the upstream: ``X-Auth-Principal``, ``-Tier``, ``-Scopes`` and
-    ``-Key-Id`` (one f-string: it is on the hot path)."""
+    ``-Key-Id``, and for a delegated token ``X-Auth-Actor`` and ``X-Correlation-Id`` (one
+    f-string: it is on the hot path)."""
     scopes = _scope_text.get(d.scopes)
     if scopes is None:
         if len(_scope_text) > 4096:
             _scope_text.clear()
         scopes = _scope_text[d.scopes] = " ".join(sorted(d.scopes))
     key = f"x-auth-key-id: {d.key_id}\r\n" if d.key_id is not None else ""
+    if d.actor is not None:  # a delegated token: who acts, and the work it belongs to
+        key += f"x-auth-actor: {d.actor}\r\nx-correlation-id: {d.correlation}\r\n"
     return (
         f"x-auth-principal: {d.principal_id or 'anonymous'}\r\n"
         f"x-auth-tier: {d.tier_held}\r\nx-auth-scopes: {scopes}\r\n{key}"
