@@ -334,3 +334,45 @@ def test_signing_key_rotation_reaches_a_running_server(
     )
     with urllib.request.urlopen(request, timeout=5) as answer:
         assert answer.status == 200
+
+
+def test_a_handoff_is_one_correlated_story_in_the_audit_log(
+    instance: tuple[subprocess.Popen[str], dict[str, str], str], tmp_path: Path
+) -> None:
+    """Create, redeem and use a delegated token against a running server; after it stops,
+    ``audit query --correlation`` finds all three, and the log verifies."""
+    proc, env, base = instance
+    keys = {}
+    for name in ("planner", "writer"):
+        cli(env, "principal", "add", name, "--kind", "agt", "--tier", "2", "--scope", "chat")
+        keys[name] = re.findall(r"agk_\w+", cli(env, "key", "issue", name))[0]
+
+    def post(path: str, key: str, body: dict[str, object]) -> dict[str, str]:
+        request = urllib.request.Request(
+            f"{base}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return dict(json.loads(answer.read()))
+
+    eventually(f"{base}/v1/authorize/v1/models", keys["writer"], 200)
+    created = post("/v1/handoffs", keys["planner"], {"to": "writer", "context": {"n": 1}})
+    redeemed = post("/v1/handoffs/redeem", keys["writer"], {"ticket": created["ticket"]})
+    request = urllib.request.Request(
+        f"{base}/v1/authorize/v1/models",
+        headers={"Authorization": f"Bearer {redeemed['access_token']}"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        assert answer.headers["X-Auth-Actor"].startswith("agt_")
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=15)
+    audit_dir = str(tmp_path / "data" / "audit")
+    found = cli(env, "audit", "query", "--correlation", created["correlation_id"], audit_dir)
+    events = [json.loads(line) for line in found.splitlines()]
+    assert [(e["type"], e["action"], e["outcome"]) for e in events] == [
+        ("handoff", "create", "allow"),
+        ("handoff", "redeem", "allow"),
+        ("authz", "decide", "allow"),
+    ]
+    assert cli(env, "audit", "verify", str(tmp_path / "data" / "audit" / "w0")).startswith("OK")

@@ -161,6 +161,25 @@ def query(directory: Path, q: Query) -> list[dict[str, Any]]:
     return out
 
 
+def logs_under(directory: Path) -> list[Path]:
+    """The logs ``directory`` holds: itself if it is one, else its sub-directories that are
+    (``data/audit`` holds one log per worker: w0, w1, ...)."""
+    if (directory / "segments").is_dir():
+        return [directory]
+    return sorted(p for p in directory.iterdir() if (p / "segments").is_dir())
+
+
+def query_all(directory: Path, q: Query) -> list[dict[str, Any]]:
+    """:func:`query` over every log under ``directory``, merged oldest first; each event
+    names its ``log`` when there is more than one."""
+    logs = logs_under(directory)
+    if logs == [directory]:
+        return query(directory, q)
+    merged = [{"log": log.name, **row} for log in logs for row in query(log, q)]
+    merged.sort(key=lambda row: (row["ts_ns"], row["log"], row["seq"]))
+    return merged[: q.limit]
+
+
 def leaves(directory: Path, first: int = 0) -> list[bytes]:
     """The leaf hashes of records ``first`` onwards, in order (for proofs without re-hashing
     the log; a pruned log passes the first record it still holds)."""

@@ -166,7 +166,8 @@ def audit_query(
     until: datetime | None,
     limit: int,
 ) -> None:
-    """Events of the log in DIRECTORY matching every filter, as JSON lines."""
+    """Events of the log in DIRECTORY matching every filter, as JSON lines. DIRECTORY may
+    also hold several logs (data/audit: one per worker); their events come merged in time."""
 
     def ns(moment: datetime | None) -> int | None:
         return None if moment is None else int(moment.replace(tzinfo=UTC).timestamp() * 1e9)
@@ -180,7 +181,7 @@ def audit_query(
         ns(since), ns(until), limit,
     )  # fmt: skip
     with failing_cleanly():
-        rows = index.query(directory, q)
+        rows = index.query_all(directory, q)
     for row in rows:
         click.echo(json.dumps(row, sort_keys=True))
 
