@@ -153,11 +153,12 @@ async def populate(config: Path, principals: int) -> str:
     return key
 
 
-def authgate_runs(
-    folder: Path, principals: int, seconds: int, connections: int, extra_env: dict[str, str]
-) -> dict[str, dict[str, float]]:
-    """Start authgate serve (one worker, CPU 0) over ``principals`` and run wrk (CPU 1)
-    with a valid and an unknown key."""
+def start_authgate(
+    folder: Path, principals: int, extra_env: dict[str, str], cpu: str = "0"
+) -> tuple[subprocess.Popen[bytes], int, str, Path]:
+    """``authgate init`` in ``folder``/ag, ``principals`` agents in the store, then
+    ``authgate serve`` (one worker, pinned to ``cpu``, limits high enough that a run measures
+    allows). Returns the process, its port, one valid key and the config file."""
     authgate = str(Path(sys.executable).parent / "authgate")
     subprocess.run([authgate, "init", str(folder / "ag")], check=True, capture_output=True)
     config = folder / "ag" / "authgate.toml"
@@ -170,12 +171,21 @@ def authgate_runs(
         "AUTHGATE_CONTROL__ENABLED": "false",
         **extra_env,
     }
-    for level in range(6):  # limits high enough that the valid case measures allows
+    for level in range(6):
         env[f"AUTHGATE_TIERS__{level}__REQUESTS_PER_MINUTE"] = "100000000"
         env[f"AUTHGATE_TIERS__{level}__BURST"] = "100000000"
     proc = subprocess.Popen(
-        ["taskset", "-c", "0", authgate, "serve"], env=env, stdout=subprocess.DEVNULL
+        ["taskset", "-c", cpu, authgate, "serve"], env=env, stdout=subprocess.DEVNULL
     )
+    return proc, port, key, config
+
+
+def authgate_runs(
+    folder: Path, principals: int, seconds: int, connections: int, extra_env: dict[str, str]
+) -> dict[str, dict[str, float]]:
+    """Start authgate serve (one worker, CPU 0) over ``principals`` and run wrk (CPU 1)
+    with a valid and an unknown key."""
+    proc, port, key, _ = start_authgate(folder, principals, extra_env)
     out: dict[str, dict[str, float]] = {}
     try:
         wait_for(port, proc)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -36,9 +35,9 @@ from benchmarks.forward_auth import (
     cpu_seconds,
     free_port,
     nginx_temps,
-    populate,
     print_wrk_table,
     rss_mib,
+    start_authgate,
     wait_for,
     wrk,
 )
@@ -117,25 +116,9 @@ def lua_block(port: int, upstream_port: int, keys_file: Path) -> str:
     """
 
 
-def start_authgate(folder: Path, principals: int, upstream_port: int) -> tuple[Any, int, str]:
-    authgate = str(Path(sys.executable).parent / "authgate")
-    subprocess.run([authgate, "init", str(folder / "ag")], check=True, capture_output=True)
-    config = folder / "ag" / "authgate.toml"
-    key = asyncio.run(populate(config, principals))
-    port = free_port()
-    env = {
-        **os.environ,
-        "AUTHGATE_CONFIG": str(config),
-        "AUTHGATE_SERVER__PORT": str(port),
-        "AUTHGATE_CONTROL__ENABLED": "false",
-        "AUTHGATE_UPSTREAMS__DEFAULT__URLS": f'["http://127.0.0.1:{upstream_port}"]',
-    }
-    for level in range(6):  # limits high enough that the run measures allows
-        env[f"AUTHGATE_TIERS__{level}__REQUESTS_PER_MINUTE"] = "100000000"
-        env[f"AUTHGATE_TIERS__{level}__BURST"] = "100000000"
-    proc = subprocess.Popen(
-        ["taskset", "-c", "0", authgate, "serve"], env=env, stdout=subprocess.DEVNULL
-    )
+def start_proxy(folder: Path, principals: int, upstream_port: int) -> tuple[Any, int, str]:
+    env = {"AUTHGATE_UPSTREAMS__DEFAULT__URLS": f'["http://127.0.0.1:{upstream_port}"]'}
+    proc, port, key, _ = start_authgate(folder, principals, env)
     return proc, port, key
 
 
@@ -240,7 +223,7 @@ def main(argv: list[str]) -> int:
                 f"http://127.0.0.1:{up_port}/v1/models", "", args.seconds, args.connections, None
             )
 
-            ag, ag_port, key = start_authgate(folder, args.principals, up_port)
+            ag, ag_port, key = start_proxy(folder, args.principals, up_port)
             procs.append(ag)
             wait_for(ag_port, ag)
             keys_file = folder / "keys.txt"

@@ -218,6 +218,7 @@ class Handoffs(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     enabled: bool = True
     store: Literal["sqlite", "memory"] = "sqlite"
     sqlite_path: str = "data/handoffs.db"
+    fsync: bool = False  # True: each create/redeem fsynced before it is answered
     max_context_bytes: Annotated[int, msgspec.Meta(ge=0, le=16 << 20)] = 64 * 1024
     default_ttl_s: PositiveSeconds = 300.0
     max_ttl_s: PositiveSeconds = 3600.0

@@ -23,8 +23,8 @@ time.
 from __future__ import annotations
 
 import hmac
+import os
 import re
-import secrets
 import zlib
 from typing import NamedTuple
 
@@ -49,9 +49,30 @@ def _checksum(body: str) -> str:
     return format(zlib.crc32(body.encode("ascii")), "08x")
 
 
+def _table(alphabet: str) -> tuple[bytes, bytes]:
+    """A bytes.translate table mapping each byte to a character of ``alphabet``, and the
+    bytes to drop so that every character stays equally likely (rejection sampling)."""
+    keep = 256 - 256 % len(alphabet)
+    table = bytes(ord(alphabet[b % len(alphabet)]) if b < keep else 0 for b in range(256))
+    return table, bytes(range(keep, 256))
+
+
+_ID_TABLE = _table(ID_ALPHABET)
+_SECRET_TABLE = _table(BASE62)
+
+
+def _random_string(table: tuple[bytes, bytes], width: int) -> str:
+    """``width`` uniformly random characters: random bytes, the biased tail dropped, the
+    rest translated in C (~1 µs; a ``secrets.choice`` per character costs ~60)."""
+    out = b""
+    while len(out) < width:
+        out += os.urandom(width + 16).translate(table[0], table[1])
+    return out[:width].decode("ascii")
+
+
 def new_id() -> str:
     """A fresh random public id."""
-    return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LEN))
+    return _random_string(_ID_TABLE, ID_LEN)
 
 
 def is_id(value: str) -> bool:
@@ -74,7 +95,7 @@ class SecretFormat:
     def new(self, key_id: str | None = None) -> tuple[str, Parsed]:
         """A new string and its parts. The string is shown once and never stored."""
         kid = key_id or new_id()
-        secret = "".join(secrets.choice(BASE62) for _ in range(SECRET_LEN))
+        secret = _random_string(_SECRET_TABLE, SECRET_LEN)
         body = f"{self.prefix}{kid}_{secret}"
         return body + _checksum(body), Parsed(kid, secret)
 

@@ -1,8 +1,15 @@
-"""One SQLite file in WAL mode, on a thread of its own, with versioned migrations: what the
-embedded identity and handoff stores are built on.
+"""One SQLite file in WAL mode with versioned migrations: what the embedded identity and
+handoff stores are built on. Two ways to talk to it:
 
-SQLite calls block, so they run on one dedicated thread and the event loop only awaits them.
-``synchronous=FULL`` makes every committed change durable before the call returns.
+- threaded (the identity store): every call runs on one dedicated thread and the event loop
+  awaits it; ``synchronous=FULL`` makes each commit durable (fsynced) before it returns.
+  Right for rare writes that must survive a power cut.
+- inline (the handoff store, written at request rate): calls run on the event loop itself.
+  A hop to a thread and back costs ~30-60 µs of CPU plus GIL hand-offs, more than the SQLite
+  work (~20-40 µs with the pages cached), so inline is both faster and steadier. It is paired
+  with ``synchronous=NORMAL``: a commit is in the WAL, in the OS's hands, before the call
+  returns — it survives the process being killed, not a power cut — and no fsync runs on
+  the loop. WAL checkpoints (the fsyncs) run on the thread, off the loop, once a second.
 """
 
 from __future__ import annotations
@@ -20,18 +27,30 @@ T = TypeVar("T")
 
 
 class SqliteFile:
-    """A SQLite database file and the thread that talks to it."""
+    """A SQLite database file, and the thread that talks to it (threaded) or checkpoints it
+    (inline)."""
 
-    def __init__(self, path: Path, what: str, migrations: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        what: str,
+        migrations: tuple[str, ...],
+        *,
+        inline: bool = False,
+        synchronous: str = "FULL",
+    ) -> None:
+        self.inline = inline
+        self.synchronous = synchronous
         self.path = path
         self.what = what
         self.migrations = migrations
         self._db: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"authgate-{what.split()[0]}")
+        self._checkpoints: asyncio.Task[None] | None = None
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Call ``fn`` with the connection on the database thread. Constraint violations
-        become Conflict, any other database error StoreUnavailable."""
+        """Call ``fn`` with the connection (on the database thread, or here when inline).
+        Constraint violations become Conflict, any other database error StoreUnavailable."""
 
         def call() -> T:
             if self._db is None:
@@ -43,6 +62,8 @@ class SqliteFile:
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"{self.what} {self.path}: {exc}") from None
 
+        if self.inline:
+            return call()
         return await asyncio.get_running_loop().run_in_executor(self._thread, call)
 
     async def open(self) -> None:
@@ -53,21 +74,50 @@ class SqliteFile:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
                 db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=FULL")
+                db.execute(f"PRAGMA synchronous={self.synchronous}")
                 db.execute("PRAGMA foreign_keys=ON")
                 db.execute("PRAGMA busy_timeout=5000")
+                if self.inline:
+                    db.execute("PRAGMA wal_autocheckpoint=0")  # the thread checkpoints
                 migrate(db, self.migrations, self.what)
             except (sqlite3.Error, OSError) as exc:
                 raise StoreUnavailable(f"{self.what} {self.path}: {exc}") from None
             return db
 
-        self._db = await asyncio.get_running_loop().run_in_executor(self._thread, connect)
+        loop = asyncio.get_running_loop()
+        self._db = await loop.run_in_executor(self._thread, connect)
+        if self.inline:
+            self._checkpoints = loop.create_task(self._checkpointing())
+
+    async def _checkpointing(self, interval_s: float = 1.0) -> None:
+        """Copy the WAL into the database (and fsync it) from the thread, off the loop.
+        PASSIVE never waits for the loop's connection, nor makes it wait."""
+        loop = asyncio.get_running_loop()
+        checkpointer = await loop.run_in_executor(
+            self._thread, lambda: sqlite3.connect(self.path, check_same_thread=False)
+        )
+        try:
+            while True:
+                await asyncio.sleep(interval_s)
+                try:
+                    await loop.run_in_executor(
+                        self._thread, checkpointer.execute, "PRAGMA wal_checkpoint(PASSIVE)"
+                    )
+                except sqlite3.Error:  # busy or gone: the next round tries again
+                    continue
+        finally:
+            await loop.run_in_executor(self._thread, checkpointer.close)
 
     async def close(self) -> None:
-        """Close the file and the thread."""
+        """Close the file and the thread (after a last checkpoint when inline)."""
+        loop = asyncio.get_running_loop()
+        if self._checkpoints is not None:
+            self._checkpoints.cancel()
+            await asyncio.gather(self._checkpoints, return_exceptions=True)
+            self._checkpoints = None
         if self._db is not None:
             db, self._db = self._db, None
-            await asyncio.get_running_loop().run_in_executor(self._thread, db.close)
+            await loop.run_in_executor(self._thread, db.close)  # closing checkpoints the WAL
         self._thread.shutdown(wait=True)
 
 

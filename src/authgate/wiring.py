@@ -149,7 +149,7 @@ async def build_handoffs(settings: Settings, pepper: bytes, clock: Clock) -> Han
     if not h.enabled or not settings.tokens.enabled:
         return None
     store: HandoffStore = (
-        SqliteHandoffStore(settings.path(h.sqlite_path))
+        SqliteHandoffStore(settings.path(h.sqlite_path), fsync=h.fsync)
         if h.store == "sqlite"
         else MemoryHandoffStore()
     )

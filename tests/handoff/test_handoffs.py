@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -24,10 +26,12 @@ C = Party("agt_c", "agt_c", 4, frozenset({"aud:summarizers"}))
 CONTEXT = b'{"task":"summarise","doc":"s3://bucket/report.pdf","marker":"ctx-7f3a"}'
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-fsync"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[HandoffStore]:
     s: HandoffStore = (
-        MemoryHandoffStore() if request.param == "memory" else SqliteHandoffStore(tmp_path / "h.db")
+        MemoryHandoffStore()
+        if request.param == "memory"
+        else SqliteHandoffStore(tmp_path / "h.db", fsync=request.param == "sqlite-fsync")
     )
     await s.open()
     yield s
@@ -208,6 +212,49 @@ async def test_exactly_once_holds_across_two_processes_sharing_the_file(tmp_path
     finally:
         await one.close()
         await two.close()
+
+
+def _redeem_all(path: str, tickets_: list[str], start: Any) -> list[str]:
+    """One worker process: wait for the others, then try to redeem every ticket."""
+
+    async def run() -> list[str]:
+        store = SqliteHandoffStore(Path(path))
+        await store.open()
+        won = []
+        for ticket in tickets_:
+            try:
+                await tickets(store).redeem(ticket, B)
+                won.append(ticket)
+            except HandoffRefused as exc:
+                if exc.reason is not Reason.TICKET_REDEEMED:
+                    raise
+        await store.close()
+        return won
+
+    start.wait()
+    return asyncio.run(run())
+
+
+def test_exactly_once_holds_across_worker_processes(tmp_path: Path) -> None:
+    """Four processes race to redeem the same 200 tickets in the same order on one file:
+    real parallelism, so the store's conditional UPDATE is what decides each race."""
+    path = tmp_path / "h.db"
+
+    async def create() -> list[str]:
+        store = SqliteHandoffStore(path)
+        await store.open()
+        made = [(await tickets(store).create(A, B.actor, None, b"{}"))[0] for _ in range(200)]
+        await store.close()
+        return made
+
+    made = asyncio.run(create())
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        start = manager.Barrier(4)
+        with context.Pool(4) as pool:
+            runs = pool.starmap(_redeem_all, [(str(path), made, start)] * 4)
+    winners = [ticket for run in runs for ticket in run]
+    assert sorted(winners) == sorted(made)  # every ticket won once, none twice
 
 
 @given(st.text(max_size=80))

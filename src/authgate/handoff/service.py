@@ -4,7 +4,8 @@ An agent A hands a task to B: ``create`` stores a ticket naming B (or an audienc
 scopes it passes on (a subset of A's), A's tier, the sealed context and an expiry, and
 returns the ticket string once. B presents it to ``redeem``, which succeeds exactly once:
 the ticket must exist, its secret match, B be the recipient and the ticket be unexpired and
-unredeemed; then the store's atomic ``claim`` decides the one winner among concurrent tries.
+unredeemed, all checked inside the store's atomic ``claim``, which decides the one winner
+among concurrent tries.
 
 This module knows no principals and no tokens: the caller passes who is asking as a
 :class:`Party` and turns a :class:`Redeemed` into a delegated token. Refusals raise
@@ -120,34 +121,33 @@ class Handoffs:
             await self.store.purge(now - self.keep_expired_ns)
         return ticket, handoff
 
-    async def look_up(self, ticket: str) -> tuple[Handoff, str]:
-        """The record a ticket string refers to and its secret, if the secret matches;
-        unknown_ticket otherwise (malformed, never issued, purged or a wrong secret)."""
-        parts = TICKETS.parse(ticket)
-        handoff = None if parts is None else await self.store.get(parts.key_id)
-        if handoff is None or parts is None:
-            raise HandoffRefused(Reason.UNKNOWN_TICKET)
-        if not secret_matches(self._pepper, parts.secret, handoff.secret_hash):
-            raise HandoffRefused(Reason.UNKNOWN_TICKET)
-        return handoff, parts.secret
-
     async def redeem(self, ticket: str, redeemer: Party) -> Redeemed:
-        """Redeem a ticket, exactly once. A wrong recipient does not use the ticket up."""
-        handoff, secret = await self.look_up(ticket)
-        about = handoff.about()
-        if not handoff.for_recipient(redeemer.actor, redeemer.scopes):
-            raise HandoffRefused(Reason.WRONG_RECIPIENT, ticket=about)
+        """Redeem a ticket, exactly once. A wrong recipient does not use the ticket up.
+
+        Every check runs inside the store's claim, on the ticket as no concurrent redeem
+        can change it: one round trip to the store, and one winner."""
+        parts = TICKETS.parse(ticket)
+        if parts is None:
+            raise HandoffRefused(Reason.UNKNOWN_TICKET)
         now = self.clock.now_ns()
-        if handoff.redeemed_ns is not None:
-            raise HandoffRefused(Reason.TICKET_REDEEMED, ticket=about)
-        if now >= handoff.expires_ns:
-            raise HandoffRefused(Reason.TICKET_EXPIRED, ticket=about)
-        won = await self.store.claim(handoff.ticket_id, redeemer.actor, now)
+
+        def check(handoff: Handoff) -> None:
+            if not secret_matches(self._pepper, parts.secret, handoff.secret_hash):
+                raise HandoffRefused(Reason.UNKNOWN_TICKET)
+            about = handoff.about()
+            if not handoff.for_recipient(redeemer.actor, redeemer.scopes):
+                raise HandoffRefused(Reason.WRONG_RECIPIENT, ticket=about)
+            if handoff.redeemed_ns is not None:
+                raise HandoffRefused(Reason.TICKET_REDEEMED, ticket=about)
+            if now >= handoff.expires_ns:
+                raise HandoffRefused(Reason.TICKET_EXPIRED, ticket=about)
+
+        won = await self.store.claim(parts.key_id, redeemer.actor, now, check)
         if won is None:
-            raise HandoffRefused(Reason.TICKET_REDEEMED, ticket=about)
-        context = unseal(won.sealed, secret, won.ticket_id)
+            raise HandoffRefused(Reason.UNKNOWN_TICKET)
+        context = unseal(won.sealed, parts.secret, won.ticket_id)
         if context is None:  # the store's bytes were altered
-            raise HandoffRefused(Reason.UNKNOWN_TICKET, "the context does not open", about)
+            raise HandoffRefused(Reason.UNKNOWN_TICKET, "the context does not open", won.about())
         act: dict[str, Any] = {"sub": redeemer.actor}
         if redeemer.act is None and redeemer.akid is not None:
             act["akid"] = redeemer.akid  # revoking the key B redeemed with ends the delegation

@@ -1,11 +1,12 @@
 """The HandoffStore protocol and an in-memory store for tests and single-process use.
 
-``claim`` is where exactly-once lives: it marks a ticket redeemed only if nobody has, in one
-atomic step, and erases the sealed context in the same step.
+``claim`` is where exactly-once lives: it checks a ticket and marks it redeemed in one atomic
+step, and erases the sealed context in the same step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
@@ -32,10 +33,13 @@ class HandoffStore(Protocol):
         """A ticket by id, redeemed or not; None when unknown."""
         ...
 
-    async def claim(self, ticket_id: str, by: str, now_ns: int) -> Handoff | None:
-        """Mark the ticket redeemed by ``by`` if it is not yet, atomically, erasing its
-        context. Returns the record as it was before (with the context), or None when
-        someone else redeemed it first (or it is gone)."""
+    async def claim(
+        self, ticket_id: str, by: str, now_ns: int, check: Callable[[Handoff], None]
+    ) -> Handoff | None:
+        """In one atomic step: read the ticket, let ``check`` refuse it (by raising), then
+        mark it redeemed by ``by`` and erase its context. Returns the record as it was (with
+        the context); None when there is no such ticket. ``check`` sees the ticket as no
+        concurrent claim can change it, so it is where "not yet redeemed" is decided."""
         ...
 
     async def purge(self, before_ns: int) -> int:
@@ -64,11 +68,14 @@ class MemoryHandoffStore:
         """The ticket, if known."""
         return self.handoffs.get(ticket_id)
 
-    async def claim(self, ticket_id: str, by: str, now_ns: int) -> Handoff | None:
+    async def claim(
+        self, ticket_id: str, by: str, now_ns: int, check: Callable[[Handoff], None]
+    ) -> Handoff | None:
         """Check and mark in one synchronous step."""
         handoff = self.handoffs.get(ticket_id)
-        if handoff is None or handoff.redeemed_ns is not None:
+        if handoff is None:
             return None
+        check(handoff)
         self.handoffs[ticket_id] = msgspec.structs.replace(
             handoff, redeemed_ns=now_ns, redeemed_by=by, sealed=b""
         )
