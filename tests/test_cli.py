@@ -198,3 +198,19 @@ def test_cli_admin_changes_are_audited_in_the_cli_log(cli: Cli) -> None:
     assert events[2]["details"] == {"target": issued["key_id"], "via": "cli"}
     assert issued["key"] not in tail.stdout
     assert cli("audit", "verify", str(log)).stdout.startswith("OK    3 records")
+
+
+def test_a_user_gets_a_second_factor_and_loses_it(cli: Cli) -> None:
+    cli("principal", "add", "ada", "--kind", "usr", "--tier", "3")
+    enrolled = cli.json("principal", "totp", "ada")
+    assert enrolled["has_totp"] is True
+    assert len(enrolled["totp_secret"]) == 32
+    assert enrolled["otpauth_uri"].startswith("otpauth://totp/")
+    printed = cli("principal", "totp", "ada").stdout  # a new seed, shown once
+    assert enrolled["totp_secret"] not in printed
+    assert cli.json("principal", "show", "ada")["has_totp"] is True
+    assert "totp_secret" not in cli.json("principal", "show", "ada")
+    cli("principal", "totp", "ada", "--remove")
+    assert cli.json("principal", "show", "ada")["has_totp"] is False
+    cli("principal", "add", "bot", "--kind", "agt")
+    assert "only usr_ principals" in cli("principal", "totp", "bot", code=2).output

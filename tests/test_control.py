@@ -155,3 +155,19 @@ async def test_audit_endpoints_serve_checkpoints_proofs_and_events(
         assert (beyond.status_code, beyond.json()["error"]) == (400, "invalid_proof")
         anonymous = await client.get("/audit/checkpoint")
         assert anonymous.status_code == 401
+
+
+async def test_second_factor_enrolment_is_audited_without_its_seed(
+    bed: Harness, admin: tuple[httpx.AsyncClient, str]
+) -> None:
+    client, key = admin
+    auth = {"Authorization": f"Bearer {key}"}
+    await bed.identity.create_principal(Kind.USER, "ada", 3, password="pw")
+    enrolled = await client.post("/admin/principals/ada/totp", headers=auth)
+    assert enrolled.status_code == 200
+    seed = enrolled.json()["totp_secret"]
+    removed = await client.delete("/admin/principals/ada/totp", headers=auth)
+    assert removed.json()["has_totp"] is False
+    actions = [e.action for e in bed.sink.events if e.type == EventType.ADMIN]
+    assert actions[-2:] == ["principal.totp", "principal.totp_remove"]
+    assert all(seed not in str(e) for e in bed.sink.events)

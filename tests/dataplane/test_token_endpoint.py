@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 
 import jwt
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from authgate.config import Settings, Tier
 from authgate.dataplane.app import build_router
 from authgate.identity.ids import Kind
+from authgate.identity.totp import decode_secret, totp
 from authgate.testing import Harness, fast_passwords, make_harness
 from tests.dataplane.conftest import running
 from tests.dataplane.gateway import fetch
@@ -198,3 +200,48 @@ async def test_login_gives_users_a_token_and_locks_out_guessers(bed: Harness) ->
     reasons = [e.reason for e in bed.sink.events if e.action == "login"]
     assert reasons[:4] == ["ok", "invalid_password", "unknown_principal", "malformed_request"]
     assert reasons[-1] == "locked_out"
+
+
+async def test_guarded_tiers_ask_a_password_login_to_step_up_with_its_second_factor() -> None:
+    """passwords.second_factor_tiers = [3]: the fine-tuning route (tier 3) answers a
+    password-only token with an RFC 9470 step-up challenge; a login with the TOTP code
+    gets through; a wrong code is invalid_grant, audited as invalid_second_factor."""
+    passwords = msgspec.structs.replace(fast_passwords(), second_factor_tiers=(3,))
+    bed = await make_harness(Settings(passwords=passwords))
+    await bed.identity.create_principal(
+        Kind.USER, "root", 3, ("chat", "fine-tune"), password="s3cret pw"
+    )
+    _, seed, _ = await bed.identity.enroll_totp("root")
+    router = build_router(bed.engine, lambda: {"ok": True}, identity=bed.identity)
+    code = totp(decode_secret(seed), bed.clock.ns / 1e9)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+
+    def login(otp: str | None) -> bytes:
+        body = {"username": "root", "password": "s3cret pw", **({"otp": otp} if otp else {})}
+        raw = post(json.dumps(body).encode(), kind="application/json")
+        return raw.replace(b"/v1/token", b"/v1/login")
+
+    async def ask(token: str, path: str) -> tuple[int, dict[str, str], bytes]:
+        get = f"GET /v1/authorize{path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}"
+        return await fetch(port, f"{get}\r\n\r\n".encode())
+
+    async with running(router) as (_, port):
+        password_only = json.loads((await fetch(port, login(None)))[2])["access_token"]
+        light = await ask(password_only, "/v1/models")
+        guarded = await ask(password_only, "/v1/fine_tuning/jobs")
+        refused = await fetch(port, login(wrong))
+        both = json.loads((await fetch(port, login(code)))[2])["access_token"]
+        stepped_up = await ask(both, "/v1/fine_tuning/jobs")
+    await bed.identity.close()
+    assert jwt.decode(password_only, options={"verify_signature": False})["amr"] == ["pwd"]
+    assert jwt.decode(both, options={"verify_signature": False})["amr"] == ["pwd", "otp"]
+    assert light[0] == 200
+    assert guarded[0] == 401
+    assert 'error="insufficient_user_authentication"' in guarded[1]["www-authenticate"]
+    assert json.loads(guarded[2])["error"] == "step_up_required"
+    assert (refused[0], json.loads(refused[2])["error"]) == (401, "invalid_grant")
+    assert stepped_up[0] == 200
+    decided = [(e.outcome, e.reason) for e in bed.sink.events if e.action == "decide"]
+    assert decided == [("allow", "ok"), ("step_up", "step_up_required"), ("allow", "ok")]
+    logins = [e.reason for e in bed.sink.events if e.action == "login"]
+    assert logins == ["ok", "invalid_second_factor", "ok"]

@@ -35,6 +35,7 @@ class Admin(Protocol):
     def principal(self, ref: str) -> View: ...
     def set_disabled(self, ref: str, disabled: bool) -> View: ...
     def elevate(self, ref: str, tier: int, duration_s: float) -> View: ...
+    def second_factor(self, ref: str, enable: bool) -> View: ...
     def issue_key(
         self,
         ref: str,
@@ -109,6 +110,12 @@ class LocalAdmin:
             return (await s.identity.elevate(ref, tier, duration_s)).public(s.clock.now_ns())
 
         return self._change("principal.elevate", ref, run)
+
+    def second_factor(self, ref: str, enable: bool) -> View:
+        async def run(s: Services) -> View:
+            return await s.identity.second_factor(ref, enable)
+
+        return self._change("principal.totp" if enable else "principal.totp_remove", ref, run)
 
     def issue_key(
         self,
@@ -203,6 +210,10 @@ class RemoteAdmin:
     def elevate(self, ref: str, tier: int, duration_s: float) -> View:
         body = {"tier": tier, "duration_s": duration_s}
         return dict(self._call("POST", f"/admin/principals/{self._q(ref)}/elevate", body))
+
+    def second_factor(self, ref: str, enable: bool) -> View:
+        method = "POST" if enable else "DELETE"
+        return dict(self._call(method, f"/admin/principals/{self._q(ref)}/totp"))
 
     def issue_key(
         self,

@@ -108,6 +108,24 @@ def principal_elevate(ctx: click.Context, ref: str, tier: int, duration: float) 
         out.print(f"{done['id']} is at tier {done['elevated_tier']} until {until}")
 
 
+@principal.command("totp")
+@click.argument("ref")
+@click.option("--remove", is_flag=True, help="Take the second factor away.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def principal_totp(ctx: click.Context, ref: str, remove: bool, as_json: bool) -> None:
+    """Give a user a TOTP second factor (a new seed, shown once), or remove it."""
+    done = admin_for(ctx).second_factor(ref, not remove)
+    if as_json:
+        print_json(done)
+    elif remove:
+        out.print(f"{done['id']} has no second factor now")
+    else:
+        out.print(f"TOTP seed for {done['id']} (shown once; add it to an authenticator app):")
+        out.print(f"  {done['totp_secret']}")
+        out.print(f"  {done['otpauth_uri']}", soft_wrap=True)
+
+
 def _show_principals(rows: list[dict[str, Any]], as_json: bool, single: bool = False) -> None:
     if as_json:
         print_json(rows[0] if single else rows)

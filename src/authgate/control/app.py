@@ -187,6 +187,12 @@ def build_admin_app(
         done = await identity.elevate(request.path_params["ref"], body.tier, body.duration_s)
         return done.public(now())
 
+    async def enroll_totp(request: Request, admin: str) -> Any:
+        return await identity.second_factor(request.path_params["ref"], True)
+
+    async def remove_totp(request: Request, admin: str) -> Any:
+        return await identity.second_factor(request.path_params["ref"], False)
+
     async def list_keys(request: Request, admin: str) -> Any:
         return [k.public(now()) for k in identity.keys(request.query_params.get("principal"))]
 
@@ -262,6 +268,16 @@ def build_admin_app(
             "/admin/principals/{ref}/elevate",
             endpoint(elevate, "principal.elevate"),
             methods=["POST"],
+        ),
+        Route(
+            "/admin/principals/{ref}/totp",
+            endpoint(enroll_totp, "principal.totp"),
+            methods=["POST"],
+        ),
+        Route(
+            "/admin/principals/{ref}/totp",
+            endpoint(remove_totp, "principal.totp_remove"),
+            methods=["DELETE"],
         ),
         Route("/admin/principals/{ref}/keys", endpoint(issue, "key.issue"), methods=["POST"]),
         Route("/admin/keys", endpoint(list_keys), methods=["GET"]),

@@ -29,6 +29,11 @@ _CODES.update({429: "rate_limited", 500: "internal_error", 503: "audit_unavailab
 _CHALLENGE = 'Bearer realm="authgate"'
 _INVALID = 'Bearer realm="authgate", error="invalid_token"'
 _INVALID_REQUEST = 'Bearer realm="authgate", error="invalid_request"'
+# RFC 9470 (OAuth step-up): log in again with a second factor, then retry
+_STEP_UP = (
+    'Bearer realm="authgate", error="insufficient_user_authentication", '
+    'error_description="a second factor is required", acr_values="otp"'
+)
 
 
 def original_request(request: Request) -> tuple[str, str]:
@@ -129,6 +134,8 @@ def denial(decision: Decision, request_id: str) -> Response:
         reason = decision.reason
         if reason is Reason.MISSING_CREDENTIAL:
             challenge = _CHALLENGE
+        elif reason is Reason.STEP_UP_REQUIRED:
+            challenge = _STEP_UP
         elif reason in (Reason.MALFORMED_CREDENTIAL, Reason.AMBIGUOUS_CREDENTIAL):
             challenge = _INVALID_REQUEST
         else:
@@ -136,5 +143,6 @@ def denial(decision: Decision, request_id: str) -> Response:
         headers.append(("www-authenticate", challenge))
     elif status == 429 and rl is not None:
         headers.append(("retry-after", str(max(1, rl.retry_after_s))))
-    body = {"error": _CODES.get(status, "forbidden"), "request_id": request_id}
+    code = "step_up_required" if decision.reason is Reason.STEP_UP_REQUIRED else None
+    body = {"error": code or _CODES.get(status, "forbidden"), "request_id": request_id}
     return json_response(status, body, ratelimit_headers(rl) + header_block(headers))

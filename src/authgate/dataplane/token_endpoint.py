@@ -98,8 +98,14 @@ class LoginEndpoint:
     Users only (``usr_`` principals). argon2 runs in its thread pool, never on the event
     loop; failures count towards the lockout of the name and of the client address, and a
     locked-out caller gets 429 with ``Retry-After``. The caller learns only
-    ``invalid_grant``; the reason (``invalid_password``, ``unknown_principal``, ...) goes to
-    the audit log. Second factors and step-up come next.
+    ``invalid_grant``; the reason (``invalid_password``, ``invalid_second_factor``,
+    ``unknown_principal``, ...) goes to the audit log.
+
+    A user with a second factor adds ``otp`` (the current TOTP code). The token's ``amr``
+    claim (RFC 8176) says how the login went: ``["pwd"]`` or ``["pwd", "otp"]``. Routes of
+    the tiers in ``passwords.second_factor_tiers`` answer a password-only token with 401
+    ``step_up_required`` (``WWW-Authenticate: Bearer error="insufficient_user_authentication"``,
+    RFC 9470): the client logs in again with its code.
     """
 
     def __init__(self, engine: DecisionEngine, tokens: Tokens, identity: IdentityService) -> None:
@@ -115,11 +121,17 @@ class LoginEndpoint:
         params = read_params(request)
         name = params.get("username") if params else None
         password = params.get("password") if params else None
-        if not isinstance(name, str) or not isinstance(password, str) or not name:
+        code = params.get("otp") if params else None
+        if (
+            not isinstance(name, str)
+            or not isinstance(password, str)
+            or not isinstance(code, str | None)
+            or not name
+        ):
             _audit(engine, request, "login", "deny", Reason.MALFORMED_REQUEST, 400)
             return refusal(request, 400, "invalid_request")
         try:
-            principal = await self.identity.login(name, password, client_address(request))
+            principal = await self.identity.login(name, password, client_address(request), code)
         except LockedOut as exc:
             _audit(engine, request, "login", "deny", Reason.LOCKED_OUT, 429)
             wait = max(1, int(exc.retry_after + 0.999))
@@ -132,7 +144,9 @@ class LoginEndpoint:
             return refusal(request, 401, "invalid_grant")
         now = engine.clock.now_ns()
         tier = principal.effective_tier(now)
-        token, claims = self.tokens.issue(principal.id, tier, principal.scopes, now)
+        amr = ["pwd", "otp"] if code is not None else ["pwd"]  # RFC 8176 methods
+        extra = {"amr": amr}
+        token, claims = self.tokens.issue(principal.id, tier, principal.scopes, now, extra=extra)
         if not _audit(engine, request, "login", "allow", Reason.OK, 200, principal.id, None, tier):
             return error_response(503, "audit_unavailable", request.request_id)
         return _granted(token, claims)

@@ -25,6 +25,7 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     elevated_until_ns: int | None = None
     password_hash: str | None = None
     created_ns: int = 0
+    totp_sealed: bytes | None = None  # the TOTP seed, sealed under a key from the pepper
 
     @property
     def kind(self) -> Kind:
@@ -52,6 +53,7 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
             "elevated_tier": self.elevated_tier if elevated else None,
             "elevated_until_ns": self.elevated_until_ns if elevated else None,
             "has_password": self.password_hash is not None,
+            "has_totp": self.totp_sealed is not None,
             "created_ns": self.created_ns,
         }
 

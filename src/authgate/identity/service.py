@@ -7,15 +7,18 @@ path reads — so a revoked key stops working the moment ``revoke_key`` returns.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 
+from authgate import sealing
 from authgate.clock import NS_PER_S, Clock
 from authgate.config import Passwords
 from authgate.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, Reason
+from authgate.identity import totp
 from authgate.identity.directory import Directory
 from authgate.identity.ids import Kind, new_principal_id
 from authgate.identity.keys import hash_secret, is_key_id, new_key
@@ -74,6 +77,9 @@ class IdentityService:
         self.lockout = Lockout(
             passwords.max_failures, passwords.failure_window_s, passwords.lockout_s
         )
+        # TOTP seeds are sealed under a key derived from the pepper, bound to the principal
+        self._totp_key = hashlib.sha256(b"authgate totp seed v1\0" + pepper).digest()
+        self._totp_steps: dict[str, int] = {}  # the last TOTP step each user logged in with
 
     async def start(self) -> None:
         """Open the store and load everything into memory."""
@@ -186,6 +192,45 @@ class IdentityService:
         hashed = await self.hasher.hash(password)
         return await self._save(msgspec.structs.replace(principal, password_hash=hashed))
 
+    # -- second factor -------------------------------------------------------------------
+
+    async def enroll_totp(self, ref: str) -> tuple[Principal, str, str]:
+        """Give a user a new TOTP seed (replacing any). Returns the principal, the seed in
+        base32 and the ``otpauth://`` URI: shown once, stored only sealed."""
+        principal = self.principal(ref)
+        if principal.kind is not Kind.USER:
+            raise InvalidRequest("only usr_ principals have a second factor")
+        seed = totp.new_secret()
+        sealed = sealing.seal(self._totp_key, totp.decode_secret(seed), principal.id.encode())
+        saved = await self._save(msgspec.structs.replace(principal, totp_sealed=sealed))
+        return saved, seed, totp.provisioning_uri(seed, principal.name)
+
+    async def remove_totp(self, ref: str) -> Principal:
+        """Take a user's second factor away."""
+        principal = self.principal(ref)
+        return await self._save(msgspec.structs.replace(principal, totp_sealed=None))
+
+    async def second_factor(self, ref: str, enable: bool) -> dict[str, Any]:
+        """Enrol (a new seed, shown in the answer once) or remove a user's TOTP; the
+        principal's public view, for the admin API and CLI."""
+        if enable:
+            principal, seed, uri = await self.enroll_totp(ref)
+            now = self.clock.now_ns()
+            return {**principal.public(now), "totp_secret": seed, "otpauth_uri": uri}
+        return (await self.remove_totp(ref)).public(self.clock.now_ns())
+
+    def _second_factor(self, principal: Principal, code: str, now: int) -> bool:
+        """Whether ``code`` is the user's current TOTP (one step of drift either way) and
+        not one already used: a code opens one login, never two."""
+        if principal.totp_sealed is None:
+            return False
+        seed = sealing.unseal(self._totp_key, principal.totp_sealed, principal.id.encode())
+        step = None if seed is None else totp.verify(seed, code, now / NS_PER_S)
+        if step is None or step <= self._totp_steps.get(principal.id, -1):
+            return False
+        self._totp_steps[principal.id] = step
+        return True
+
     async def _save(self, principal: Principal) -> Principal:
         await self.store.put_principal(principal)
         self.directory.put_principal(principal)
@@ -284,9 +329,13 @@ class IdentityService:
 
     # -- passwords -----------------------------------------------------------------------
 
-    async def login(self, login: str, password: str, client: str) -> Principal:
-        """Check a user's password. Raises LockedOut, or AuthenticationFailed with the
-        reason for the audit log. Upgrades the hash when the parameters have changed."""
+    async def login(
+        self, login: str, password: str, client: str, code: str | None = None
+    ) -> Principal:
+        """Check a user's password and, given ``code``, their TOTP second factor. Raises
+        LockedOut, or AuthenticationFailed with the reason for the audit log; a wrong code
+        counts towards the lockout like a wrong password. Upgrades the password hash when
+        the parameters have changed."""
         now = self.clock.now_ns()
         principal = self.directory.find(login)
         who = f"p:{principal.id}" if principal is not None else f"n:{login[:128]}"
@@ -304,6 +353,9 @@ class IdentityService:
             raise
         if principal.disabled:
             raise AuthenticationFailed(Reason.DISABLED_PRINCIPAL)
+        if code is not None and not self._second_factor(principal, code, self.clock.now_ns()):
+            self.lockout.fail(counters, self.clock.now_ns())
+            raise AuthenticationFailed(Reason.INVALID_SECOND_FACTOR)
         self.lockout.succeed(who)
         if self.hasher.needs_rehash(principal.password_hash):
             rehashed = await self.hasher.hash(password)

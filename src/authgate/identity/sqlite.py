@@ -40,10 +40,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX api_keys_principal ON api_keys(principal_id);
     """,
+    # 2: a sealed TOTP seed per principal (second factor)
+    """
+    ALTER TABLE principals ADD COLUMN totp_sealed BLOB;
+    """,
 )
 
 _PRINCIPAL_COLS = (
-    "id, name, tier, scopes, disabled, elevated_tier, elevated_until_ns, password_hash, created_ns"
+    "id, name, tier, scopes, disabled, elevated_tier, elevated_until_ns, password_hash, "
+    "created_ns, totp_sealed"
 )
 _KEY_COLS = (
     "key_id, principal_id, secret_hash, name, tier, scopes, created_ns, expires_ns, "
@@ -90,6 +95,7 @@ class SqliteIdentityStore:
                     elevated_until_ns=r[6],
                     password_hash=r[7],
                     created_ns=r[8],
+                    totp_sealed=None if r[9] is None else bytes(r[9]),
                 )
                 for r in db.execute(f"SELECT {_PRINCIPAL_COLS} FROM principals")  # noqa: S608
             ]
@@ -125,17 +131,18 @@ class SqliteIdentityStore:
             p.elevated_until_ns,
             p.password_hash,
             p.created_ns,
+            p.totp_sealed,
         )
 
         def put(db: sqlite3.Connection) -> None:
             with transaction(db):
                 db.execute(
-                    f"INSERT INTO principals ({_PRINCIPAL_COLS}) VALUES (?,?,?,?,?,?,?,?,?) "  # noqa: S608
+                    f"INSERT INTO principals ({_PRINCIPAL_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?) "  # noqa: S608
                     "ON CONFLICT(id) DO UPDATE SET name=excluded.name, tier=excluded.tier, "
                     "scopes=excluded.scopes, disabled=excluded.disabled, "
                     "elevated_tier=excluded.elevated_tier, "
                     "elevated_until_ns=excluded.elevated_until_ns, "
-                    "password_hash=excluded.password_hash",
+                    "password_hash=excluded.password_hash, totp_sealed=excluded.totp_sealed",
                     row,
                 )
 
