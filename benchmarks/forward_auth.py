@@ -69,8 +69,17 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def wrk(url: str, headers: list[str], seconds: int, connections: int, cpu: str) -> dict[str, float]:
+def wrk(
+    url: str,
+    headers: list[str],
+    seconds: int,
+    connections: int,
+    cpu: str,
+    script: Path | None = None,
+) -> dict[str, float]:
     cmd = ["taskset", "-c", cpu, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script is not None:
+        cmd += ["-s", str(script)]
     for header in headers:
         cmd += ["-H", header]
     out = subprocess.run([*cmd, url], check=True, capture_output=True, text=True).stdout

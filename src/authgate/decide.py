@@ -289,11 +289,12 @@ class DecisionEngine:
         if claims.act is not None:
             actor, actors_tier = self.directory.check_actors(claims.act, now)
             tier = min(tier, actors_tier)
+        scopes = claims.scope if claims.scope <= who.scopes else claims.scope & who.scopes
         return Caller(
             claims.sub,
             claims.akid,
             tier,
-            claims.scope & who.scopes,
+            scopes,
             actor,
             claims.act,
             claims.cid,
