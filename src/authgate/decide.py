@@ -282,7 +282,10 @@ class DecisionEngine:
             pid = who.principal.id
             assert who.key is not None
             return Caller(pid, who.key.key_id, who.tier, who.scopes, pid)
-        claims = self.tokens.verify(credential, now)
+        return self._token_caller(self.tokens, credential, now)
+
+    def _token_caller(self, tokens: Tokens, credential: str, now: int) -> Caller:
+        claims = tokens.verify(credential, now)
         who = self.directory.check_subject(claims.sub, claims.akid, now)
         tier = min(claims.tier, who.tier)
         actor = claims.sub
@@ -313,10 +316,18 @@ class DecisionEngine:
             tier, scopes, subject = 0, _NO_SCOPES, f"anon:{client}"
         else:
             try:
-                caller = self.identify(credential, now)
+                if self.tokens is None or credential.count(".") != 2:
+                    # an API key: the hot path, without building a Caller (0.5 µs of ~7)
+                    who = self.directory.authenticate_key(credential, now)
+                    principal_id = subject = who.principal.id
+                    assert who.key is not None
+                    key_id, tier, scopes = who.key.key_id, who.tier, who.scopes
+                    caller = correlation = None
+                else:
+                    caller = self._token_caller(self.tokens, credential, now)
+                    principal_id, key_id, tier, scopes, subject, _, correlation, _ = caller
             except AuthenticationFailed as exc:
                 return _deny(exc.reason)
-            principal_id, key_id, tier, scopes, subject, _, correlation, _ = caller
         route = self.policy.match(method, path)
         if route is None:
             return _deny(Reason.NO_ROUTE, principal_id, key_id, tier, correlation=correlation)
