@@ -57,6 +57,20 @@ def wait_for(port: int, proc: subprocess.Popen[bytes]) -> None:
             time.sleep(0.05)
 
 
+def missing_tools(*tools: str) -> bool:
+    """Say (on stderr) which of ``tools`` is not installed, and with which package; True
+    when one is missing."""
+    packages = {"taskset": "util-linux"}
+    for tool in tools:
+        if shutil.which(tool) is None:
+            print(
+                f"{tool} is not installed (apt-get install {packages.get(tool, tool)})",
+                file=sys.stderr,
+            )
+            return True
+    return False
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
@@ -220,8 +234,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+    if missing_tools("wrk", "taskset"):
         return 2
     results: dict[str, Any] = {"connections": args.connections, "seconds": args.seconds}
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ from authgate.identity.ids import Kind
 from authgate.identity.service import IdentityService
 from authgate.identity.sqlite import SqliteIdentityStore
 from authgate.wiring import read_pepper
-from benchmarks.forward_auth import cpu_seconds, start_authgate, wait_for
+from benchmarks.forward_auth import cpu_seconds, missing_tools, start_authgate, wait_for
 from benchmarks.proxy import percentile
 
 BUDGET_P99_MS = 2.0
@@ -161,8 +160,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    if shutil.which("taskset") is None:
-        print("taskset is not installed (apt-get install util-linux)", file=sys.stderr)
+    if missing_tools("taskset"):
         return 2
     if len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {1})  # the server gets CPU 0

@@ -34,6 +34,7 @@ from typing import Any
 from benchmarks.forward_auth import (
     cpu_seconds,
     free_port,
+    missing_tools,
     nginx_temps,
     print_wrk_table,
     rss_mib,
@@ -200,10 +201,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    for tool, package in (("wrk", "wrk"), ("taskset", "util-linux")):
-        if shutil.which(tool) is None:
-            print(f"{tool} is not installed (apt-get install {package})", file=sys.stderr)
-            return 2
+    if missing_tools("wrk", "taskset"):
+        return 2
     if not (LUA_MODULES / "ngx_http_lua_module.so").exists():
         print(
             "nginx's Lua module is missing: apt-get install nginx libnginx-mod-http-lua",

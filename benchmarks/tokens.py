@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -38,7 +37,14 @@ from typing import Any
 from authgate.config import Settings, Tier
 from authgate.identity.ids import Kind
 from authgate.testing import fast_passwords, make_harness
-from benchmarks.forward_auth import cpu_seconds, rss_mib, start_authgate, wait_for, wrk
+from benchmarks.forward_auth import (
+    cpu_seconds,
+    missing_tools,
+    rss_mib,
+    start_authgate,
+    wait_for,
+    wrk,
+)
 
 BUDGET_RATIO = 0.9  # cached JWT req/s at least 90 % of API key req/s
 
@@ -169,10 +175,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--principals", type=int, default=10_000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    for tool, package in (("wrk", "wrk"), ("taskset", "util-linux")):
-        if shutil.which(tool) is None:
-            print(f"{tool} is not installed (apt-get install {package})", file=sys.stderr)
-            return 2
+    if missing_tools("wrk", "taskset"):
+        return 2
     if len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {1})  # in-process figures on CPU 1; the server gets CPU 0
     local = in_process(args.calls, args.rounds)

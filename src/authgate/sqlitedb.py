@@ -47,6 +47,7 @@ class SqliteFile:
         self._db: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"authgate-{what.split()[0]}")
         self._checkpoints: asyncio.Task[None] | None = None
+        self._side: sqlite3.Connection | None = None  # inline: the thread's own connection
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Call ``fn`` with the connection (on the database thread, or here when inline).
@@ -64,6 +65,22 @@ class SqliteFile:
 
         if self.inline:
             return call()
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+    async def run_aside(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Call ``fn`` on the thread, off the event loop, even when inline (with the
+        thread's own connection): for housekeeping that may take a while."""
+        if not self.inline:
+            return await self.run(fn)
+
+        def call() -> T:
+            if self._side is None:
+                raise StoreUnavailable(f"the {self.what} is not open")
+            try:
+                return fn(self._side)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"{self.what} {self.path}: {exc}") from None
+
         return await asyncio.get_running_loop().run_in_executor(self._thread, call)
 
     async def open(self) -> None:
@@ -84,29 +101,26 @@ class SqliteFile:
                 raise StoreUnavailable(f"{self.what} {self.path}: {exc}") from None
             return db
 
+        def side() -> sqlite3.Connection:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA busy_timeout=5000")
+            return db
+
         loop = asyncio.get_running_loop()
         self._db = await loop.run_in_executor(self._thread, connect)
         if self.inline:
+            self._side = await loop.run_in_executor(self._thread, side)
             self._checkpoints = loop.create_task(self._checkpointing())
 
     async def _checkpointing(self, interval_s: float = 1.0) -> None:
         """Copy the WAL into the database (and fsync it) from the thread, off the loop.
         PASSIVE never waits for the loop's connection, nor makes it wait."""
-        loop = asyncio.get_running_loop()
-        checkpointer = await loop.run_in_executor(
-            self._thread, lambda: sqlite3.connect(self.path, check_same_thread=False)
-        )
-        try:
-            while True:
-                await asyncio.sleep(interval_s)
-                try:
-                    await loop.run_in_executor(
-                        self._thread, checkpointer.execute, "PRAGMA wal_checkpoint(PASSIVE)"
-                    )
-                except sqlite3.Error:  # busy or gone: the next round tries again
-                    continue
-        finally:
-            await loop.run_in_executor(self._thread, checkpointer.close)
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.run_aside(lambda db: db.execute("PRAGMA wal_checkpoint(PASSIVE)"))
+            except StoreUnavailable:  # busy or closing: the next round tries again
+                continue
 
     async def close(self) -> None:
         """Close the file and the thread (after a last checkpoint when inline)."""
@@ -115,6 +129,9 @@ class SqliteFile:
             self._checkpoints.cancel()
             await asyncio.gather(self._checkpoints, return_exceptions=True)
             self._checkpoints = None
+        if self._side is not None:
+            side, self._side = self._side, None
+            await loop.run_in_executor(self._thread, side.close)
         if self._db is not None:
             db, self._db = self._db, None
             await loop.run_in_executor(self._thread, db.close)  # closing checkpoints the WAL

@@ -72,7 +72,7 @@ class Services:
         """Release the store, the ledger and thread pools."""
         await self.identity.close()
         if self.handoffs is not None:
-            await self.handoffs.store.close()
+            await self.handoffs.close()
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)
 

@@ -100,8 +100,8 @@ async def test_expiry_follows_the_clock(store: HandoffStore) -> None:
     with pytest.raises(HandoffRefused) as late:
         await h.redeem(ticket, B)
     assert late.value.reason is Reason.TICKET_EXPIRED
-    clock.advance(3600 + 61)  # past keep_expired_s: the next create purges it
-    await h.create(A, B.actor, None, b"{}")
+    clock.advance(3600 + 1)  # past keep_expired_s
+    assert await h.purge() == 1
     with pytest.raises(HandoffRefused) as gone:
         await h.redeem(ticket, B)
     assert gone.value.reason is Reason.UNKNOWN_TICKET
@@ -278,3 +278,19 @@ def test_a_ticket_is_not_an_api_key() -> None:
     assert ticket.startswith("agh_")
     assert parse_key(ticket) is None
     assert json.loads(msgspec.json.encode({"t": ticket}))["t"] == ticket
+
+
+async def test_purge_removes_every_long_expired_ticket_in_batches(store: HandoffStore) -> None:
+    clock = FakeClock()
+    h = tickets(store, clock)
+    old = [(await h.create(A, B.actor, None, b"{}", ttl_s=10))[0] for _ in range(2500)]
+    clock.advance(3600)
+    fresh, _ = await h.create(A, B.actor, None, b"{}", ttl_s=10)
+    clock.advance(20)  # the old ones expired more than keep_expired_s (3600 s) ago
+    assert await h.purge() == 2500
+    with pytest.raises(HandoffRefused) as gone:
+        await h.redeem(old[0], B)
+    assert gone.value.reason is Reason.UNKNOWN_TICKET
+    with pytest.raises(HandoffRefused) as kept:
+        await h.redeem(fresh, B)
+    assert kept.value.reason is Reason.TICKET_EXPIRED  # expired, but not purged yet

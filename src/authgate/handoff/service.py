@@ -15,16 +15,17 @@ This module knows no principals and no tokens: the caller passes who is asking a
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any, NamedTuple
 
 from authgate.clock import NS_PER_S, Clock
-from authgate.errors import HandoffRefused, InvalidRequest, Reason
+from authgate.errors import HandoffRefused, InvalidRequest, Reason, StoreUnavailable
 from authgate.handoff.model import TICKETS, Handoff, seal, unseal
 from authgate.handoff.store import HandoffStore
 from authgate.secretfmt import hash_secret, secret_matches
 
-PURGE_EVERY_NS = 60 * NS_PER_S
+PURGE_EVERY_NS = 5 * NS_PER_S
 
 
 class Party(NamedTuple):
@@ -79,6 +80,7 @@ class Handoffs:
         self.keep_expired_ns = int(keep_expired_s * NS_PER_S)
         self._pepper = pepper
         self._next_purge = 0
+        self._purging: asyncio.Task[int] | None = None
 
     async def create(
         self,
@@ -116,10 +118,24 @@ class Handoffs:
             act=creator.act,
         )
         await self.store.put(handoff)
-        if now >= self._next_purge:
+        if now >= self._next_purge and (self._purging is None or self._purging.done()):
             self._next_purge = now + PURGE_EVERY_NS
-            await self.store.purge(now - self.keep_expired_ns)
+            self._purging = asyncio.ensure_future(self.purge())  # in the background
         return ticket, handoff
+
+    async def purge(self) -> int:
+        """Delete tickets that expired more than ``keep_expired_s`` ago; how many. Creating
+        tickets runs this in the background every few seconds."""
+        try:
+            return await self.store.purge(self.clock.now_ns() - self.keep_expired_ns)
+        except StoreUnavailable:  # housekeeping: the next round tries again
+            return 0
+
+    async def close(self) -> None:
+        """Let a running purge finish, then close the store."""
+        if self._purging is not None:
+            await asyncio.gather(self._purging, return_exceptions=True)
+        await self.store.close()
 
     async def redeem(self, ticket: str, redeemer: Party) -> Redeemed:
         """Redeem a ticket, exactly once. A wrong recipient does not use the ticket up.

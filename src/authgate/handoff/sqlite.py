@@ -47,6 +47,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
+PURGE_BATCH = 1000
 _COLS = (
     "ticket_id, secret_hash, subject, creator, recipient, scopes, tier, correlation_id, "
     "sealed, created_ns, expires_ns, akid, act, redeemed_ns, redeemed_by"
@@ -161,9 +162,19 @@ class SqliteHandoffStore:
         return await self._file.run(claim)
 
     async def purge(self, before_ns: int) -> int:
-        """Delete tickets that expired before ``before_ns``."""
+        """Delete tickets that expired before ``before_ns``, on the store's thread and in
+        batches, so that the event loop's own writes wait for one short batch at most."""
 
         def purge(db: sqlite3.Connection) -> int:
-            return db.execute("DELETE FROM handoffs WHERE expires_ns < ?", (before_ns,)).rowcount
+            total = 0
+            while True:
+                deleted = db.execute(
+                    "DELETE FROM handoffs WHERE rowid IN (SELECT rowid FROM handoffs "
+                    "WHERE expires_ns < ? LIMIT ?)",
+                    (before_ns, PURGE_BATCH),
+                ).rowcount
+                total += deleted
+                if deleted < PURGE_BATCH:
+                    return total
 
-        return await self._file.run(purge)
+        return await self._file.run_aside(purge)
