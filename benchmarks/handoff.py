@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -100,6 +101,8 @@ async def open_loop(
 
     start = time.perf_counter() + 0.1
     tasks = []
+    gc.collect()
+    gc.disable()  # the client's own collector pauses would count as the server's latency
     for i in range(int(rate * seconds)):
         at = start + i / rate
         # Timers wake up to a millisecond late (epoll's resolution): sleep to just before
@@ -112,6 +115,7 @@ async def open_loop(
             await asyncio.sleep(0)
         tasks.append(loop.create_task(one(at)))
     await asyncio.gather(*tasks)
+    gc.enable()
     while not pool.empty():
         pool.get_nowait()[1].close()
     return latencies
