@@ -54,36 +54,28 @@ class SqliteFile:
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Call ``fn`` with the connection (on the database thread, or here when inline).
         Constraint violations become Conflict, any other database error StoreUnavailable."""
-
-        def call() -> T:
-            if self._db is None:
-                raise StoreUnavailable(f"the {self.what} is not open")
-            try:
-                return fn(self._db)
-            except sqlite3.IntegrityError as exc:
-                raise Conflict(f"conflicts with stored data: {exc}") from None
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"{self.what} {self.path}: {exc}") from None
-
         if self.inline:
-            return call()
-        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+            return self._call(self._db, fn)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, lambda: self._call(self._db, fn))
 
     async def run_aside(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Call ``fn`` on the thread, off the event loop, even when inline (with the
         thread's own connection): for housekeeping that may take a while."""
         if not self.inline:
             return await self.run(fn)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, lambda: self._call(self._side, fn))
 
-        def call() -> T:
-            if self._side is None:
-                raise StoreUnavailable(f"the {self.what} is not open")
-            try:
-                return fn(self._side)
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"{self.what} {self.path}: {exc}") from None
-
-        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+    def _call(self, db: sqlite3.Connection | None, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if db is None:
+            raise StoreUnavailable(f"the {self.what} is not open")
+        try:
+            return fn(db)
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"conflicts with stored data: {exc}") from None
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{self.what} {self.path}: {exc}") from None
 
     async def open(self) -> None:
         """Open the file (creating it) and apply pending migrations."""
