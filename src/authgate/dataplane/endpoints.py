@@ -38,7 +38,6 @@ def refusal(
 def audit(
     engine: DecisionEngine,
     request: Request,
-    kind: EventType,
     action: str,
     outcome: str,
     reason: str,
@@ -48,8 +47,11 @@ def audit(
     tier: int | None = None,
     details: dict[str, str] | None = None,
     correlation: str | None = None,
+    *,
+    kind: EventType,
 ) -> bool:
-    """Emit one endpoint event; False when the ledger refused it (the caller fails closed)."""
+    """Emit one endpoint event of type ``kind``; False when the ledger refused it (the
+    caller fails closed)."""
     event = AuditEvent(
         new_event_id(),
         engine.clock.now_ns(),

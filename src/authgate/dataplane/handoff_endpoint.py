@@ -251,7 +251,6 @@ class HandoffEndpoint:
         return audit(
             self.engine,
             request,
-            EventType.HANDOFF,
             action,
             outcome,
             reason,
@@ -261,6 +260,7 @@ class HandoffEndpoint:
             tier,
             details,
             correlation,
+            kind=EventType.HANDOFF,
         )
 
 

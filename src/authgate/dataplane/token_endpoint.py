@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 
 from authgate.audit.event import EventType
 from authgate.dataplane.endpoints import NO_STORE, audit, post_only, refusal
@@ -28,6 +29,8 @@ from authgate.errors import AuthenticationFailed, LockedOut, Reason
 from authgate.identity.ids import Kind
 from authgate.identity.service import IdentityService
 from authgate.tokens import Claims, Tokens
+
+_audit = functools.partial(audit, kind=EventType.TOKEN)  # an ``issue`` or ``login`` event
 
 PATH = "/v1/token"
 LOGIN_PATH = "/v1/login"
@@ -87,7 +90,8 @@ class TokenEndpoint:
         reason: Reason,
         principal: str | None = None,
     ) -> Response:
-        _audit(self.engine, request, "issue", "deny", reason, status, principal, error=error)
+        details = {"error": error}
+        _audit(self.engine, request, "issue", "deny", reason, status, principal, details=details)
         challenge = 'www-authenticate: Basic realm="authgate"\r\n' if status == 401 else ""
         return refusal(request, status, error, challenge)
 
@@ -161,26 +165,6 @@ def _granted(token: str, claims: Claims) -> Response:
         "scope": " ".join(sorted(claims.scope)),
     }
     return json_response(200, body, NO_STORE)
-
-
-def _audit(
-    engine: DecisionEngine,
-    request: Request,
-    action: str,
-    outcome: str,
-    reason: str,
-    status: int,
-    principal: str | None = None,
-    key_id: str | None = None,
-    tier: int | None = None,
-    error: str | None = None,
-) -> bool:
-    """One token event (``issue`` or ``login``); False when the ledger refused it."""
-    details = {"error": error} if error else None
-    kind = EventType.TOKEN
-    return audit(
-        engine, request, kind, action, outcome, reason, status, principal, key_id, tier, details
-    )
 
 
 def _client_key(request: Request) -> str | None:
