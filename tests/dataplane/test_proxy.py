@@ -6,7 +6,7 @@ import asyncio
 import json
 import socket
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 from authgate import demo_upstream
@@ -26,6 +26,28 @@ from tests.dataplane.gateway import (
 
 async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     await read_request(reader)  # then close without a word
+
+
+async def echo_through(
+    upstream: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    first_byte_timeout_s: float | None = None,
+) -> tuple[int, bytes, list[object]]:
+    """GET /v1/echo through a gateway in front of the raw ``upstream``: the status, the
+    body, and the reasons of the upstream failures audited."""
+    async with raw_upstream(upstream) as url:
+        gate = (
+            gateway([url])
+            if first_byte_timeout_s is None
+            else gateway([url], first_byte_timeout_s=first_byte_timeout_s)
+        )
+        async with gate as gw:
+            status, _, body = await fetch(gw.port, request("/v1/echo", gw.key))
+            events = gw.upstream_events()
+    return status, body, [e["reason"] for e in events]
+
+
+def error_of(body: bytes) -> object:
+    return json.loads(body)["error"]
 
 
 @contextmanager
@@ -205,11 +227,9 @@ async def test_a_silent_upstream_is_504() -> None:
         await read_request(reader)
         await asyncio.sleep(5)
 
-    async with raw_upstream(silent) as url, gateway([url], first_byte_timeout_s=0.2) as gw:
-        status, _, body = await fetch(gw.port, request("/v1/echo", gw.key))
-        events = gw.upstream_events()
-    assert (status, json.loads(body)["error"]) == (504, "upstream_timeout")
-    assert [e["reason"] for e in events] == ["upstream_timeout"]
+    status, body, reasons = await echo_through(silent, first_byte_timeout_s=0.2)
+    assert (status, error_of(body)) == (504, "upstream_timeout")
+    assert reasons == ["upstream_timeout"]
 
 
 async def test_garbage_from_the_upstream_is_502() -> None:
@@ -218,15 +238,13 @@ async def test_garbage_from_the_upstream_is_502() -> None:
         writer.write(b"SMTP ready\r\n\r\n")
         await writer.drain()
 
-    async with raw_upstream(garbage) as url, gateway([url]) as gw:
-        status, _, body = await fetch(gw.port, request("/v1/echo", gw.key))
-    assert (status, json.loads(body)["error"]) == (502, "upstream_error")
+    status, body, _ = await echo_through(garbage)
+    assert (status, error_of(body)) == (502, "upstream_error")
 
 
 async def test_a_close_before_answering_is_502() -> None:
-    async with raw_upstream(drop) as url, gateway([url]) as gw:
-        status, _, body = await fetch(gw.port, request("/v1/echo", gw.key))
-    assert (status, json.loads(body)["error"]) == (502, "upstream_closed")
+    status, body, _ = await echo_through(drop)
+    assert (status, error_of(body)) == (502, "upstream_closed")
 
 
 async def test_a_chunked_body_cut_off_ends_without_its_last_chunk() -> None:
@@ -236,12 +254,10 @@ async def test_a_chunked_body_cut_off_ends_without_its_last_chunk() -> None:
         await writer.drain()
         await asyncio.sleep(0.1)
 
-    async with raw_upstream(cut) as url, gateway([url]) as gw:
-        status, _, body = await fetch(gw.port, request("/v1/echo", gw.key))
-        events = gw.upstream_events()
+    status, body, reasons = await echo_through(cut)
     payload, complete = dechunk(body)
     assert (status, payload, complete) == (200, b"hello", False)
-    assert [e["reason"] for e in events] == ["upstream_closed"]
+    assert reasons == ["upstream_closed"]
 
 
 async def test_a_sized_body_cut_off_is_shorter_than_announced() -> None:
@@ -263,8 +279,7 @@ async def test_a_body_until_close_is_relayed_whole() -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it")
         await writer.drain()
 
-    async with raw_upstream(old) as url, gateway([url]) as gw:
-        status, _, body = await fetch(gw.port, request("/v1/echo", gw.key))
+    status, body, _ = await echo_through(old)
     assert (status, dechunk(body)) == (200, (b"all of it", True))
 
 
@@ -350,11 +365,9 @@ async def test_an_upstream_that_resets_is_502() -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         writer.transport.abort()  # RST, not FIN
 
-    async with raw_upstream(reset) as url, gateway([url]) as gw:
-        status, _, body = await fetch(gw.port, request("/v1/echo", gw.key))
-        events = gw.upstream_events()
-    assert (status, json.loads(body)["error"]) == (502, "upstream_closed")
-    assert [e["reason"] for e in events] == ["upstream_closed"]
+    status, body, reasons = await echo_through(reset)
+    assert (status, error_of(body)) == (502, "upstream_closed")
+    assert reasons == ["upstream_closed"]
 
 
 async def test_hop_by_hop_response_headers_stay_with_the_upstream_connection() -> None:
