@@ -27,13 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from authgate.clock import SystemClock
 from authgate.config import load_settings
 from authgate.identity.ids import Kind
 from authgate.identity.keys import new_key
-from authgate.identity.service import IdentityService
-from authgate.identity.sqlite import SqliteIdentityStore
-from authgate.wiring import read_pepper
+from authgate.wiring import build_services
 
 BUDGET = 0.5
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -158,21 +155,14 @@ def nginx_baseline(folder: Path, seconds: int, connections: int) -> dict[str, fl
 
 async def populate(config: Path, principals: int) -> str:
     """Create ``principals`` agents straight in the store; return one valid key."""
-    settings = load_settings(config, {})
-    pepper = read_pepper(settings.path(settings.identity.pepper_file))
-    identity = IdentityService(
-        SqliteIdentityStore(settings.path(settings.identity.sqlite_path)),
-        pepper,
-        SystemClock(),
-        settings.passwords,
-    )
-    await identity.start()
+    services = await build_services(load_settings(config, {}))
+    identity = services.identity
     key = ""
     for i in range(principals):
         p = await identity.create_principal(Kind.AGENT, f"bench-{i}", 2)
         if i == principals // 2:
             key = (await identity.issue_key(p.id)).key
-    await identity.close()
+    await services.close()
     return key
 
 

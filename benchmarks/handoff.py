@@ -30,12 +30,9 @@ from typing import Any
 
 import uvloop
 
-from authgate.clock import SystemClock
 from authgate.config import load_settings
 from authgate.identity.ids import Kind
-from authgate.identity.service import IdentityService
-from authgate.identity.sqlite import SqliteIdentityStore
-from authgate.wiring import read_pepper
+from authgate.wiring import build_services
 from benchmarks.forward_auth import cpu_seconds, missing_tools, start_authgate, wait_for
 from benchmarks.proxy import percentile
 
@@ -52,19 +49,12 @@ Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 async def agents(config: Path) -> tuple[str, str]:
     """A planner and a writer with a key each, straight in the store."""
-    settings = load_settings(config, {})
-    identity = IdentityService(
-        SqliteIdentityStore(settings.path(settings.identity.sqlite_path)),
-        read_pepper(settings.path(settings.identity.pepper_file)),
-        SystemClock(),
-        settings.passwords,
-    )
-    await identity.start()
+    services = await build_services(load_settings(config, {}))
     keys = []
     for name in ("planner", "writer"):
-        p = await identity.create_principal(Kind.AGENT, name, 3, ("chat", "embed"))
-        keys.append((await identity.issue_key(p.id)).key)
-    await identity.close()
+        p = await services.identity.create_principal(Kind.AGENT, name, 3, ("chat", "embed"))
+        keys.append((await services.identity.issue_key(p.id)).key)
+    await services.close()
     return keys[0], keys[1]
 
 
