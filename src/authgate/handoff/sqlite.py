@@ -128,15 +128,6 @@ class SqliteHandoffStore:
 
         await self._file.run(put)
 
-    async def get(self, ticket_id: str) -> Handoff | None:
-        """A ticket by id."""
-
-        def get(db: sqlite3.Connection) -> Handoff | None:
-            found = db.execute(_SELECT, (ticket_id,)).fetchone()
-            return None if found is None else _handoff(found)
-
-        return await self._file.run(get)
-
     async def claim(
         self, ticket_id: str, by: str, now_ns: int, check: Callable[[Handoff], None]
     ) -> Handoff | None:

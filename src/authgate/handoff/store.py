@@ -29,10 +29,6 @@ class HandoffStore(Protocol):
         """Store a new ticket; returns once it is durable."""
         ...
 
-    async def get(self, ticket_id: str) -> Handoff | None:
-        """A ticket by id, redeemed or not; None when unknown."""
-        ...
-
     async def claim(
         self, ticket_id: str, by: str, now_ns: int, check: Callable[[Handoff], None]
     ) -> Handoff | None:
@@ -63,10 +59,6 @@ class MemoryHandoffStore:
     async def put(self, handoff: Handoff) -> None:
         """Keep the ticket."""
         self.handoffs[handoff.ticket_id] = handoff
-
-    async def get(self, ticket_id: str) -> Handoff | None:
-        """The ticket, if known."""
-        return self.handoffs.get(ticket_id)
 
     async def claim(
         self, ticket_id: str, by: str, now_ns: int, check: Callable[[Handoff], None]
