@@ -107,7 +107,7 @@ class Running:
 
 async def start(settings: Settings, *, worker: int = 0, reuse_port: bool = False) -> Running:
     """Start one worker's servers and return once both listen."""
-    services = await build_services(settings, ledger_name=f"w{worker}")
+    services = await build_services(settings, ledger_name=f"w{worker}", handoffs=True)
     durable = settings.audit.enabled and settings.audit.mode == "durable"
     proxy = None
 

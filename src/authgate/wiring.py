@@ -230,11 +230,14 @@ async def build_services(
     sink: AuditSink | None = None,
     *,
     ledger_name: str | None = None,
+    handoffs: bool = False,
 ) -> Services:
     """Open the store, load identities into memory and build the decision engine.
 
     With ``ledger_name`` (``serve`` passes ``w0``, ``w1``...) and ``audit.enabled``, events
-    go to that worker's durable ledger; otherwise (CLI commands) to memory.
+    go to that worker's durable ledger; otherwise (CLI commands) to memory. ``handoffs``
+    (``serve``) opens the handoff store; the CLI and the benchmarks' set-up have no use
+    for it.
     """
     clock = clock or SystemClock()
     policy = build_policy(settings)
@@ -262,7 +265,7 @@ async def build_services(
         tokens=build_tokens(settings, clock.now_ns()),
         second_factor_tiers=frozenset(settings.passwords.second_factor_tiers),
     )
-    handoffs = await build_handoffs(settings, pepper, clock)
-    services = Services(settings, clock, identity, policy, limiter, sink, engine, ledger, handoffs)
+    tickets = await build_handoffs(settings, pepper, clock) if handoffs else None
+    services = Services(settings, clock, identity, policy, limiter, sink, engine, ledger, tickets)
     services.reload_token_keys()  # records the key file's version the ring was loaded from
     return services
